@@ -1,0 +1,130 @@
+"""The one settings object of the farm, read by the server, the workers, the agent and the CLI.
+
+Every variable has the ``FDIOT_`` prefix, except ``DATABASE_URL`` and ``REDIS_URL`` which keep
+their conventional names. Where those two are unset, :mod:`fdiot.stack` starts an embedded
+PostgreSQL and Redis under ``FDIOT_HOME`` and records their addresses in
+``FDIOT_HOME/stack.json``, which every later process reads through :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Tokens that must never guard a production deployment.
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "admin", "token"}
+
+
+class Settings(BaseSettings):
+    """Typed configuration; environment variables win over ``stack.json`` which wins over defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FDIOT_", extra="ignore")
+
+    environment: Literal["local", "production"] = "local"
+    home: Path = Path(".fdiot")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "FDIOT_DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "FDIOT_REDIS_URL")
+    )
+
+    # Where clients and agents reach the server.
+    url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Admin token: in local mode a random one is generated into FDIOT_HOME/admin_token.
+    admin_token: str | None = None
+    # Token the CLI and the agent send (admin, client or agent token).
+    token: str | None = None
+
+    # Upload limits at the API edge. 64 MiB holds every keras.applications float32 model we ship
+    # benchmarks for (ResNet50 is 98 MB, so it would need this raised on purpose).
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_campaign_samples: int = 20_000
+
+    # Refit when this many new op samples arrived since the last version (or a campaign ended).
+    fit_every_samples: int = 400
+    # Ops per campaign job: small enough that a killed agent repeats little work.
+    campaign_job_size: int = 50
+
+    # Celery: the longest job we run is one campaign job or one network benchmark; the broker's
+    # visibility timeout must exceed it or Redis re-delivers a job that is still running.
+    job_time_limit_s: int = 1800
+    visibility_timeout_s: int = 4 * 3600
+    # A queued job whose message has not started after this long is re-sent by the reconciler.
+    reconcile_after_s: int = 120
+    reconcile_every_s: float = 30.0
+    # A running job whose agent has not reported for this long is handed back to the queue.
+    job_stale_after_s: int = 300
+
+    # Agent / execution config of the local CPU device (LiteRT default CPU path, see DESIGN.md).
+    agent_name: str | None = None
+    threads: int = 1
+    core: int | None = None  # core to pin measurements to; default: the last core of the host
+    # Measurement protocol (DESIGN.md): warm-up runs, then timed runs until both a run count and a
+    # minimum time are reached; re-measure when (p90 - p10) / median exceeds the spread limit.
+    warmup_runs: int = 10
+    min_runs: int = 50
+    min_time_s: float = 0.2
+    max_spread: float = 0.25
+    max_remeasure: int = 2
+    # Child-process limits for untrusted models.
+    child_memory_bytes: int = 4 * 1024 * 1024 * 1024
+    child_timeout_s: float = 120.0
+
+    @model_validator(mode="after")
+    def _read_stack_file(self) -> Settings:
+        stack_file = self.home / "stack.json"
+        if stack_file.exists() and (self.database_url is None or self.redis_url is None):
+            recorded = json.loads(stack_file.read_text())
+            self.database_url = self.database_url or recorded.get("database_url")
+            self.redis_url = self.redis_url or recorded.get("redis_url")
+        if self.admin_token is None and self.environment == "local":
+            token_file = self.home / "admin_token"
+            if token_file.exists():
+                self.admin_token = token_file.read_text().strip()
+        if self.environment == "production" and (self.admin_token or "") in _PLACEHOLDER_SECRETS:
+            raise ValueError("FDIOT_ADMIN_TOKEN must be set to a real secret in production")
+        return self
+
+    @property
+    def stack_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def ensure_admin_token(self) -> str:
+        """Return the admin token, generating and storing one in local mode."""
+        if self.admin_token:
+            return self.admin_token
+        if self.environment != "local":
+            raise RuntimeError("FDIOT_ADMIN_TOKEN is required in production")
+        self.home.mkdir(parents=True, exist_ok=True)
+        token_file = self.home / "admin_token"
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
+        self.admin_token = token_file.read_text().strip()
+        return self.admin_token
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+        if self.database_url is None:
+            raise RuntimeError("DATABASE_URL is not set and no embedded stack is running")
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
