@@ -1,0 +1,137 @@
+"""``make demo``: the main job of the farm on one machine, on embedded defaults.
+
+Starts embedded PostgreSQL and Redis (or uses ``DATABASE_URL``/``REDIS_URL``), applies the
+migrations, runs the server, the fit worker and an agent for this host's CPU as real processes,
+profiles the CPU with a campaign sized for about ten minutes on a 2-core machine, waits for the
+fitted time model, then prints predicted against measured latency for real networks and the
+model's readable rules for ``conv2d``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fdiot.client import FarmClient
+from fdiot.processes import FarmProcesses
+from fdiot.settings import get_settings
+from fdiot.stack import ensure_stack
+
+# Networks of four families (mobile CNN, residual, 1-D sensor convnet, recurrent) from bench/zoo.py,
+# none of which is used in fitting: the campaign measures single ops only.
+DEMO_NETWORKS = ("mobilenetv2_a100_96", "resnet20_32", "har_conv1d_128x9", "gru_128_seq64")
+# Sized so that profiling takes about ten minutes of one core on this kind of host (see README).
+DEMO_CAMPAIGN_SAMPLES = int(os.environ.get("FDIOT_DEMO_SAMPLES", "900"))
+
+console = Console()
+
+
+def _wait_for_device(client: FarmClient, timeout_s: float = 180.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        local = [d for d in client.devices() if d["kind"] == "local"]
+        if local:
+            return local[0]
+        time.sleep(0.5)
+    raise RuntimeError("the agent did not register the local CPU device; see FDIOT_HOME/logs")
+
+
+def _wait_for_model(client: FarmClient, device_id: int, samples: int, timeout_s: float) -> Any:
+    """Wait for a model version trained on at least ``samples`` op samples."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        versions = client.model_versions(device_id)
+        if versions and max(v["sample_count"] for v in versions) >= samples:
+            return client.current_model(device_id)
+        time.sleep(2)
+    raise RuntimeError("no model version covering the campaign appeared; see the fit-worker log")
+
+
+def _profile(client: FarmClient, device_id: int) -> dict[str, Any]:
+    campaign = client.create_campaign(device_id, samples=DEMO_CAMPAIGN_SAMPLES)
+    with Progress(
+        TextColumn("[bold]profiling[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"campaign {campaign['id']}", total=campaign["samples_requested"])
+
+        def show(state: dict[str, Any]) -> None:
+            progress.update(task, completed=state["samples_done"], total=state["samples_requested"])
+
+        done: dict[str, Any] = client.wait_campaign(campaign["id"], callback=show, poll_s=2)
+    return done
+
+
+def _compare_networks(client: FarmClient, device_id: int) -> Table:
+    from bench.zoo import NETWORKS, build_tflite
+
+    table = Table(title="Predicted vs measured latency (local CPU, LiteRT XNNPACK, 1 thread)")
+    for column in ("network", "family", "measured ms", "predicted ms", "error"):
+        table.add_column(column, justify="left" if column in ("network", "family") else "right")
+    for name in DEMO_NETWORKS:
+        model = build_tflite(name)
+        job = client.upload_benchmark(device_id, model, name=f"{name}.tflite")
+        finished = client.wait_job(job["id"], timeout_s=600)
+        if finished["status"] != "done":
+            table.add_row(name, NETWORKS[name].family, "failed", "", str(finished["error"]))
+            continue
+        measured_ms = float(finished["result"]["median_ms"])
+        predicted_ms = float(client.predict(device_id, model, name=f"{name}.tflite")["total_ms"])
+        error = (predicted_ms - measured_ms) / measured_ms
+        table.add_row(
+            name, NETWORKS[name].family, f"{measured_ms:.2f}", f"{predicted_ms:.2f}", f"{error:+.1%}"
+        )
+    return table
+
+
+def main() -> int:
+    settings = get_settings()
+    console.print(f"[bold]FastDeepIoT Farm demo[/] — state in {settings.home.resolve()}")
+    addresses = ensure_stack(settings)
+    console.print(f"PostgreSQL: {addresses.database_url}\nRedis:      {addresses.redis_url}")
+    from server.prestart import upgrade_database
+
+    upgrade_database()
+    admin_token = settings.ensure_admin_token()
+    env = dict(os.environ, FDIOT_ADMIN_TOKEN=admin_token)
+    processes = FarmProcesses(settings=settings, env=env)
+    try:
+        for role in ("server", "fit-worker", "agent"):
+            processes.start(role)
+        console.print(f"API at {settings.url} (OpenAPI: {settings.url}/docs)")
+        client = FarmClient(base_url=settings.url, token=admin_token)
+        device = _wait_for_device(client)
+        console.print(f"device {device['id']}: {device['name']} {device['execution_config']}")
+        started = time.monotonic()
+        campaign = _profile(client, device["id"])
+        console.print(
+            f"campaign {campaign['status']}: {campaign['samples_done']} samples "
+            f"in {(time.monotonic() - started) / 60:.1f} min"
+        )
+        model = _wait_for_model(client, device["id"], campaign["samples_done"], timeout_s=600)
+        table = Table(title=f"Time model v{model['version']}: cross-validated error per op type")
+        table.add_column("op type")
+        table.add_column("samples", justify="right")
+        table.add_column("CV MAPE", justify="right")
+        for op_type, metrics in sorted(model["metrics"]["per_op_type"].items()):
+            table.add_row(op_type, str(metrics["samples"]), f"{metrics['cv_mape']:.1%}")
+        console.print(table)
+        console.print(_compare_networks(client, device["id"]))
+        console.print("[bold]conv2d rules[/] (GET /models/{device}):")
+        console.print(model["op_types"]["conv2d"]["rules"], markup=False, highlight=False)
+    finally:
+        processes.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

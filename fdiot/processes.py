@@ -1,0 +1,107 @@
+"""The farm's long-running processes and how to start them, shared by ``fdiot up`` and the tests.
+
+Each role is a separate OS process so that any one of them can crash (or be killed in a fault
+test) without taking the others down; PostgreSQL stays the source of truth between restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fdiot.settings import Settings
+
+ROLES = ("server", "fit-worker", "agent")
+
+
+def role_command(role: str, settings: Settings) -> list[str]:
+    """The command line of one role, run with this interpreter."""
+    python = sys.executable
+    if role == "server":
+        return [
+            python, "-m", "uvicorn", "server.main:app",
+            "--host", settings.host, "--port", str(settings.port),
+            "--log-level", "warning",
+        ]
+    if role == "fit-worker":
+        schedule = str((settings.home / "celerybeat-schedule").resolve())
+        return [
+            python, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", "fit,control", "-c", "1", "--prefetch-multiplier", "1",
+            "-B", "-s", schedule, "-n", "fit@%h",
+            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+        ]
+    if role == "agent":
+        return [python, "-m", "fdiot.cli", "agent"]
+    raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+
+
+@dataclass
+class FarmProcesses:
+    """Starts, stops and kills the farm's roles; logs go to ``FDIOT_HOME/logs/<role>.log``."""
+
+    settings: Settings
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def log_path(self, role: str) -> Path:
+        logs = self.settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / f"{role}.log"
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        if role in self.procs and self.procs[role].poll() is None:
+            return self.procs[role]
+        log_file = self.log_path(role).open("ab")
+        proc = subprocess.Popen(
+            role_command(role, self.settings),
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a signal to the group reaches Celery's pool children too
+        )
+        self.procs[role] = proc
+        if role == "server":
+            self.wait_healthy()
+        return proc
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self.settings.host}:{self.settings.port}/healthz"
+        while time.monotonic() < deadline:
+            proc = self.procs.get("server")
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.log_path('server')}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not become healthy; see {self.log_path('server')}")
+
+    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a role's whole process group (SIGKILL by default: a crash, not a shutdown)."""
+        proc = self.procs.pop(role, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for role in reversed(list(self.procs)):
+            self.kill(role, signal.SIGTERM)

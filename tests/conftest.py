@@ -1,0 +1,122 @@
+"""Session fixtures: a real embedded PostgreSQL and Redis, the real migrations, and the farm's real
+processes (uvicorn server, Celery fit worker, Celery agent measuring with LiteRT on this CPU).
+
+Nothing here is a stand-in: tests that need the stack get the same servers ``make demo`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fdiot.client import FarmClient
+from fdiot.processes import FarmProcesses
+from fdiot.settings import Settings, get_settings
+
+# Faster-but-real measurement protocol for tests: fewer timed runs, same child process and pinning.
+_TEST_ENV = {
+    "FDIOT_WARMUP_RUNS": "3",
+    "FDIOT_MIN_RUNS": "10",
+    "FDIOT_MIN_TIME_S": "0.02",
+    "FDIOT_MAX_REMEASURE": "1",
+    # Short reconciler periods so fault tests see lost messages re-sent within seconds.
+    "FDIOT_RECONCILE_AFTER_S": "6",
+    "FDIOT_RECONCILE_EVERY_S": "2",
+    "FDIOT_JOB_STALE_AFTER_S": "15",
+    "FDIOT_CAMPAIGN_JOB_SIZE": "8",
+    "FDIOT_FIT_EVERY_SAMPLES": "20",
+}
+
+
+@pytest.fixture(scope="session")
+def fdiot_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A short path: PostgreSQL's Unix socket path must stay under 107 bytes.
+    return Path(tmp_path_factory.mktemp("fh"))
+
+
+@pytest.fixture(scope="session")
+def stack(fdiot_home: Path) -> Iterator[Settings]:
+    """Embedded PostgreSQL + Redis in a fresh FDIOT_HOME (or DATABASE_URL/REDIS_URL if set)."""
+    from fdiot.stack import ensure_stack, stop_stack
+
+    saved = dict(os.environ)
+    os.environ["FDIOT_HOME"] = str(fdiot_home)
+    os.environ["FDIOT_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+    os.environ.update(_TEST_ENV)
+    get_settings.cache_clear()
+    settings = get_settings()
+    ensure_stack(settings)
+    try:
+        yield settings
+    finally:
+        if not (saved.get("DATABASE_URL") and saved.get("REDIS_URL")):
+            stop_stack(settings)
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def migrated(stack: Settings) -> Settings:
+    """The real Alembic migrations applied to the test database."""
+    from server.prestart import upgrade_database
+
+    upgrade_database()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def admin_token(stack: Settings) -> str:
+    return stack.ensure_admin_token()
+
+
+@dataclass
+class Farm:
+    """The running farm: base URL, admin client, the local CPU device, and process control."""
+
+    settings: Settings
+    processes: FarmProcesses
+    url: str
+    admin_token: str
+    device_id: int
+
+    def client(self, token: str | None = None) -> FarmClient:
+        return FarmClient(base_url=self.url, token=token or self.admin_token)
+
+
+@pytest.fixture(scope="session")
+def farm(migrated: Settings, admin_token: str) -> Iterator[Farm]:
+    """Server, fit worker and agent as real subprocesses; waits for the local device to register."""
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    os.environ["FDIOT_PORT"] = str(port)
+    os.environ["FDIOT_URL"] = url
+    get_settings.cache_clear()
+    settings = get_settings()
+    processes = FarmProcesses(settings=settings, env=dict(os.environ))
+    try:
+        processes.start("server")
+        processes.start("fit-worker")
+        processes.start("agent")
+        client = FarmClient(base_url=url, token=admin_token)
+        deadline = time.monotonic() + 120
+        devices: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not devices:
+            devices = [d for d in client.devices() if d["kind"] == "local"]
+            time.sleep(0.5)
+        if not devices:
+            raise RuntimeError(f"agent did not register; see {processes.log_path('agent')}")
+        device_id = int(str(devices[0]["id"]))
+        yield Farm(settings, processes, url, admin_token, device_id)
+    finally:
+        processes.stop_all()
