@@ -1,0 +1,107 @@
+"""What a measurement ran on: the execution config of a device and the environment of a sample.
+
+The execution config (runtime, version, delegate, threads, core mask) identifies a time model; the
+environment (plus governor, temperature, hashes) is stored beside every sample so that a changed
+runtime binary or a throttling device can be told apart later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from agent.runner import measurement_core
+from fdiot.settings import Settings
+
+RUNTIME = "litert"
+# LiteRT's default CPU path applies XNNPACK to every op it supports (DESIGN.md).
+DELEGATE = "xnnpack"
+# The native library that runs Interpreter.invoke(); its hash pins the exact runtime build.
+_RUNTIME_LIBRARY = "_pywrap_litert_interpreter_wrapper.so"
+_THERMAL_ROOT = Path("/sys/class/thermal")
+_CPU_ROOT = Path("/sys/devices/system/cpu")
+# Thermal zones report millidegrees Celsius (Linux sysfs ABI).
+_MILLIDEGREES_PER_DEGREE = 1000.0
+
+
+@lru_cache
+def runtime_version() -> str:
+    """The installed ``ai-edge-litert`` version, e.g. ``"2.3.0"``."""
+    return metadata.version("ai-edge-litert")
+
+
+@lru_cache
+def runtime_binary_sha256() -> str | None:
+    """sha256 of LiteRT's interpreter extension module, or None where it cannot be found."""
+    import ai_edge_litert
+
+    library = Path(ai_edge_litert.__file__).parent / _RUNTIME_LIBRARY
+    if not library.exists():
+        return None
+    digest = hashlib.sha256()
+    with library.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def core_mask(cores: list[int]) -> str:
+    """Cores as a hex affinity mask, as ``taskset`` writes it: ``[1] -> "0x2"``."""
+    return hex(sum(1 << core for core in cores))
+
+
+def execution_config(settings: Settings) -> dict[str, Any]:
+    """The local CPU device's execution config: ``{runtime, runtime_version, delegate, threads,
+    core_mask}`` (``core_mask`` a hex string of the pinned core)."""
+    return {
+        "runtime": RUNTIME,
+        "runtime_version": runtime_version(),
+        "delegate": DELEGATE,
+        "threads": settings.threads,
+        "core_mask": core_mask([measurement_core(settings)]),
+    }
+
+
+def cpu_governor(core: int) -> str | None:
+    """The cpufreq governor of ``core`` (e.g. ``"performance"``), None where sysfs hides it."""
+    return _read_text(_CPU_ROOT / f"cpu{core}" / "cpufreq" / "scaling_governor")
+
+
+def temperature_c() -> float | None:
+    """The hottest thermal zone in degrees Celsius, None where no zone is readable."""
+    readings: list[float] = []
+    for zone in sorted(_THERMAL_ROOT.glob("thermal_zone*")):
+        text = _read_text(zone / "temp")
+        try:
+            readings.append(float(text or "") / _MILLIDEGREES_PER_DEGREE)
+        except ValueError:
+            continue  # unreadable or empty zone
+    return max(readings) if readings else None
+
+
+def environment_info(model: bytes, settings: Settings) -> dict[str, Any]:
+    """The environment of one sample measured locally on ``model`` (see docs/internals.md)."""
+    core = measurement_core(settings)
+    return {
+        "runtime": RUNTIME,
+        "runtime_version": runtime_version(),
+        "delegate": DELEGATE,
+        "threads": settings.threads,
+        "cpu_affinity": [core],
+        "governor": cpu_governor(core),
+        "temperature_c": temperature_c(),
+        "model_sha256": hashlib.sha256(model).hexdigest(),
+        "host": socket.gethostname(),
+        "runtime_sha256": runtime_binary_sha256(),
+    }
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None

@@ -1,0 +1,386 @@
+"""Measure .tflite models on the local CPU with LiteRT, in a pinned child process.
+
+The protocol (DESIGN.md, "Measurement protocol"): ``warmup_runs`` untimed invokes, then timed
+invokes until both ``min_runs`` and ``min_time_s`` are reached; the label is the median, with
+p10/p90/std beside it. A sample whose spread ``(p90 - p10) / median`` exceeds ``max_spread`` is
+measured again, up to ``max_remeasure`` more times; then the attempt with the smallest spread is
+kept and flagged ``spread_ok=False``.
+
+Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
+process pinned to one core (``settings.core``, default the host's last core) with its address
+space capped at ``settings.child_memory_bytes``. A model that crashes or hangs the runtime raises
+:class:`MeasurementError` for that model; the next measurement starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import numpy as np
+
+from agent._measure_child import _FRAME_HEADER
+from fdiot.settings import Settings, get_settings
+
+# How much of the child's stderr a MeasurementError carries.
+_STDERR_TAIL_BYTES = 2000
+# The child imports numpy and LiteRT before it reports ready; seconds on a loaded 2-core host.
+_CHILD_START_TIMEOUT_S = 60.0
+# Grace period for a child to exit after its stdin closes, before it is killed.
+_CHILD_EXIT_GRACE_S = 5.0
+
+
+class MeasurementError(RuntimeError):
+    """One model could not be measured: ``reason`` says why (runtime error, signal, timeout).
+
+    ``crashed`` is True when the child process died or was killed (it is restarted on next use).
+    """
+
+    def __init__(self, reason: str, *, crashed: bool = False, stderr_tail: str = "") -> None:
+        message = reason if not stderr_tail else f"{reason}; stderr tail:\n{stderr_tail}"
+        super().__init__(message)
+        self.reason = reason
+        self.crashed = crashed
+        self.stderr_tail = stderr_tail
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one model over ``runs`` timed invokes, in milliseconds.
+
+    ``spread_ok`` is False when even the best attempt's ``(p90 - p10) / median`` exceeded the
+    settings' ``max_spread``; ``attempts`` counts the timed attempts behind it.
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    std_ms: float
+    runs: int
+    spread_ok: bool
+    attempts: int = 1  # timed attempts made: 1 + re-measurements
+
+    @property
+    def spread(self) -> float:
+        """``(p90 - p10) / median``: the relative spread the protocol rejects above a limit."""
+        return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The sample's ``latency`` object as docs/internals.md fixes it (``spread_ok`` aside)."""
+        return {
+            "median_ms": self.median_ms,
+            "p10_ms": self.p10_ms,
+            "p90_ms": self.p90_ms,
+            "std_ms": self.std_ms,
+            "runs": self.runs,
+        }
+
+
+def latency_stats(times_ns: Iterable[int], max_spread: float) -> LatencyStats:
+    """Summarize per-invoke wall times (ns) as :class:`LatencyStats` (ms)."""
+    times_ms = np.asarray(list(times_ns), dtype=np.float64) / 1e6
+    if times_ms.size == 0:
+        raise ValueError("no timed runs")
+    p10, median, p90 = (float(v) for v in np.percentile(times_ms, [10, 50, 90]))
+    std = float(times_ms.std(ddof=1)) if times_ms.size > 1 else 0.0
+    spread = (p90 - p10) / median if median > 0 else float("inf")
+    return LatencyStats(median, p10, p90, std, int(times_ms.size), spread <= max_spread)
+
+
+def measurement_core(settings: Settings) -> int:
+    """The core measurements are pinned to: ``settings.core``, else the last core we may use."""
+    if settings.core is not None:
+        return settings.core
+    return max(os.sched_getaffinity(0))
+
+
+class MeasurementChild:
+    """A long-lived measuring process; use as a context manager or call :meth:`close`.
+
+    :meth:`measure` is ``submit`` + ``result``; the split lets a caller build the next model
+    while this one is measured (see :func:`measure_configs`).
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.core = measurement_core(self.settings)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._pending_model: bytes | None = None
+        self._pending_error: MeasurementError | None = None
+        self._stderr_mark = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or None while no child runs."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the child if it is not running; raises MeasurementError if it cannot start."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._discard_process()
+        # Kept open for the child's lifetime; closed in _discard_process.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        repo_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent._measure_child",
+                str(self.core),
+                str(self.settings.child_memory_bytes),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=repo_root,
+        )
+        self._stderr_mark = 0
+        ready = self._receive(_CHILD_START_TIMEOUT_S, what="start")
+        if not ready.get("ready"):
+            raise self._fail(f"child did not start: {ready}")
+
+    def close(self) -> None:
+        """Stop the child: close its stdin, wait briefly, kill it if it lingers."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            try:
+                if process.stdin is not None:
+                    process.stdin.close()
+                process.wait(timeout=_CHILD_EXIT_GRACE_S)
+            except (OSError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait()
+        self._discard_process()
+
+    def __enter__(self) -> MeasurementChild:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        process = getattr(self, "_process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+
+    # ------------------------------------------------------------------ measuring
+
+    def measure(self, model: bytes) -> LatencyStats:
+        """Measure ``model`` with the settings' protocol; raises MeasurementError."""
+        self.submit(model)
+        return self.result()
+
+    def submit(self, model: bytes) -> None:
+        """Send ``model`` for its first timed attempt; :meth:`result` collects it."""
+        if self._pending_model is not None:
+            raise RuntimeError("a measurement is already pending; call result() first")
+        self._pending_model, self._pending_error = model, None
+        try:
+            self.start()
+            self._send(model)
+        except MeasurementError as error:
+            self._pending_error = error
+
+    def result(self) -> LatencyStats:
+        """Collect the submitted model's stats, re-measuring while the spread is too wide."""
+        model, error = self._pending_model, self._pending_error
+        self._pending_model, self._pending_error = None, None
+        if model is None:
+            raise RuntimeError("no measurement pending; call submit() first")
+        if error is not None:
+            raise error
+        attempts = [self._collect()]
+        while not attempts[-1].spread_ok and len(attempts) <= self.settings.max_remeasure:
+            self._send(model)
+            attempts.append(self._collect())
+        best = min(attempts, key=lambda stats: stats.spread)
+        return dataclasses.replace(best, attempts=len(attempts))
+
+    # ------------------------------------------------------------------ wire protocol
+
+    def _send(self, model: bytes) -> None:
+        process = self._process
+        assert process is not None and process.stdin is not None
+        header = json.dumps(
+            {
+                "threads": self.settings.threads,
+                "warmup_runs": self.settings.warmup_runs,
+                "min_runs": self.settings.min_runs,
+                "min_time_s": self.settings.min_time_s,
+            }
+        ).encode()
+        self._stderr_mark = self._stderr_size()
+        try:
+            for payload in (header, model):
+                process.stdin.write(_FRAME_HEADER.pack(len(payload)))
+                process.stdin.write(payload)
+            process.stdin.flush()
+        except (BrokenPipeError, OSError) as broken:
+            raise self._fail(f"child unreachable ({broken})") from None
+
+    def _collect(self) -> LatencyStats:
+        reply = self._receive(self.settings.child_timeout_s, what="measurement")
+        if not reply.get("ok"):
+            raise MeasurementError(
+                f"runtime rejected the model: {reply.get('error')}", stderr_tail=self._stderr_tail()
+            )
+        return latency_stats(reply["times_ns"], self.settings.max_spread)
+
+    def _receive(self, timeout_s: float, *, what: str) -> dict[str, Any]:
+        """Read one JSON frame from the child within ``timeout_s``; MeasurementError otherwise."""
+        deadline = time.monotonic() + timeout_s
+        header = self._read_exact(_FRAME_HEADER.size, deadline, timeout_s, what)
+        (length,) = _FRAME_HEADER.unpack(header)
+        reply: dict[str, Any] = json.loads(self._read_exact(length, deadline, timeout_s, what))
+        return reply
+
+    def _read_exact(self, size: int, deadline: float, timeout_s: float, what: str) -> bytes:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        fd = process.stdout.fileno()
+        chunks: list[bytes] = []
+        remaining = size
+        while remaining > 0:
+            wait_s = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(wait_s, 0.0))
+            if not ready:
+                process.kill()
+                raise self._fail(f"{what} timed out after {timeout_s:g} s; child killed")
+            chunk = os.read(fd, remaining)
+            if not chunk:
+                raise self._fail(f"child died during {what}")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _fail(self, reason: str) -> MeasurementError:
+        """Reap the child and describe how it ended; the next use starts a new one."""
+        process = self._process
+        exit_text = ""
+        if process is not None:
+            try:
+                code = process.wait(timeout=_CHILD_EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            if code < 0:
+                exit_text = f" (killed by signal {signal.Signals(-code).name})"
+            else:
+                exit_text = f" (exit code {code})"
+        tail = self._stderr_tail()
+        self._discard_process()
+        return MeasurementError(reason + exit_text, crashed=True, stderr_tail=tail)
+
+    def _stderr_size(self) -> int:
+        if self._stderr is None:
+            return 0
+        return os.fstat(self._stderr.fileno()).st_size
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        size = self._stderr_size()
+        start = max(self._stderr_mark, size - _STDERR_TAIL_BYTES)
+        self._stderr.seek(start)
+        return self._stderr.read(size - start).decode(errors="replace").strip()
+
+    def _discard_process(self) -> None:
+        process = self._process
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):  # a dead child's pipe refuses the flush
+                        stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._process, self._stderr = None, None
+
+
+def measure_tflite(model: bytes, *, settings: Settings | None = None) -> LatencyStats:
+    """Measure one model in a fresh child (convenience; reuse a MeasurementChild for many)."""
+    with MeasurementChild(settings) as child:
+        return child.measure(model)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    index: int
+    op_type: str
+    config: dict[str, Any]
+    features: dict[str, Any]
+    model: bytes | None
+    error: MeasurementError | None
+
+
+def measure_configs(
+    configs: Iterable[tuple[str, Mapping[str, Any]]], child: MeasurementChild
+) -> Iterator[tuple[int, str, dict[str, Any], dict[str, Any], LatencyStats | MeasurementError]]:
+    """Build and measure each ``(op_type, config)``, yielding ``(index, op_type, config,
+    features, stats or error)`` in order.
+
+    The next model is built in this process while the child measures the current one; a config
+    that fails to build or to measure yields a MeasurementError and the loop goes on.
+    """
+    items = iter(enumerate(configs))
+
+    def prepare() -> _Prepared | None:
+        try:
+            index, (op_type, config) = next(items)
+        except StopIteration:
+            return None
+        return _prepare(index, op_type, dict(config))
+
+    current = prepare()
+    while current is not None:
+        if current.model is None:
+            assert current.error is not None
+            outcome: LatencyStats | MeasurementError = current.error
+            following = prepare()
+        else:
+            child.submit(current.model)
+            following = prepare()  # overlaps with the child's timed runs
+            try:
+                outcome = child.result()
+            except MeasurementError as error:
+                outcome = error
+        yield current.index, current.op_type, current.config, current.features, outcome
+        current = following
+
+
+def _prepare(index: int, op_type: str, config: dict[str, Any]) -> _Prepared:
+    from agent.builder import build_op_model
+    from models.features import cost_features
+
+    try:
+        features = dict(cost_features(op_type, config))
+        model = build_op_model(op_type, config)
+    except Exception as error:  # a bad config fails its sample, not the job
+        reason = f"could not build {op_type} {config}: {type(error).__name__}: {error}"
+        return _Prepared(index, op_type, config, {}, None, MeasurementError(reason))
+    return _Prepared(index, op_type, config, features, model, None)

@@ -1,0 +1,622 @@
+"""Accuracy of the execution-time model on real networks (issue 3): ``python -m bench.accuracy``.
+
+Online (default): drives a running farm over HTTP (``--url``, or ``--start`` to run ``fdiot up``
+as a subprocess): profiles the local CPU device with a campaign (server default, or
+``--samples N``), waits for the fit that covers it, then for every network of :mod:`bench.zoo`
+measures the true latency with a benchmark job on the device and asks ``POST
+/models/{id}/predict`` for the prediction. The baselines of :mod:`models.evaluation` are fitted on
+the very samples the model version was fitted on (read from PostgreSQL: the API has no
+sample-listing route).
+
+Offline (``--offline``): the same steps without the farm: op samples planned like a campaign
+(:func:`server.jobs.planning.plan_campaign`), measured with :mod:`agent.runner`, fitted with
+:func:`models.timemodel.fit_device_model`; networks measured with the same runner.
+
+Both print one table (measured ms, our prediction, error, and each baseline's error), a summary
+(MAPE, share within +-5% / +-10%, per-op-type CV MAPE, samples and device minutes used), and write
+``bench/results/accuracy.json``. Every figure is as measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import zoo
+
+RESULTS_DIR = Path(__file__).parent / "results"
+# Relative-error thresholds of the issue's targets (and of nn-Meter / LitePred's reporting).
+WITHIN_PCTS = (5.0, 10.0)
+# Seconds to wait for the fit worker to publish a version covering the campaign's samples.
+FIT_TIMEOUT_S = 1800.0
+# Seconds to wait for one network benchmark job (queued behind nothing, a few seconds of runs).
+NETWORK_JOB_TIMEOUT_S = 600.0
+# Fixed seed of the offline campaign plan and baselines, so two offline runs profile the same ops.
+OFFLINE_SEED = 1
+
+console = Console()
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class NetworkResult:
+    """One zoo network: measured latency (ms), our prediction (ms), and each baseline's (ms)."""
+
+    name: str
+    family: str
+    measured_ms: float
+    p10_ms: float | None
+    p90_ms: float | None
+    predicted_ms: float | None
+    baselines_ms: dict[str, float] = field(default_factory=dict)
+    op_counts: dict[str, int] = field(default_factory=dict)
+    fallback_ops: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def error_pct(self) -> float | None:
+        return _error_pct(self.predicted_ms, self.measured_ms)
+
+
+def _error_pct(predicted_ms: float | None, measured_ms: float) -> float | None:
+    """Signed relative error of a prediction, in percent of the measured latency."""
+    if predicted_ms is None or not math.isfinite(predicted_ms) or measured_ms <= 0:
+        return None
+    return 100.0 * (predicted_ms - measured_ms) / measured_ms
+
+
+def error_summary(errors_pct: Sequence[float | None]) -> JSON:
+    """MAPE (%) and the share (%) of networks within each of :data:`WITHIN_PCTS`.
+
+    A network without a prediction counts as a miss in the shares and is left out of the MAPE.
+    """
+    total = len(errors_pct)
+    known = [abs(e) for e in errors_pct if e is not None]
+    summary: JSON = {
+        "count": total,
+        "predicted": len(known),
+        "mape_pct": sum(known) / len(known) if known else None,
+        "max_error_pct": max(known) if known else None,
+    }
+    for pct in WITHIN_PCTS:
+        hits = sum(1 for e in known if e <= pct)
+        summary[f"within_{pct:g}_pct"] = 100.0 * hits / total if total else None
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Network op lists and baselines (shared by both paths).
+
+
+def op_counts(flatbuffer: bytes) -> tuple[dict[str, int], dict[str, int]]:
+    """Op types of a network as the parser sees them, and those predicted by fallback."""
+    from models.features import parse_tflite
+
+    ops = parse_tflite(flatbuffer)
+    return (
+        dict(Counter(op.op_type for op in ops)),
+        dict(Counter(op.op_type for op in ops if op.fallback)),
+    )
+
+
+def _total_ms(prediction: Any) -> float:
+    """A ``predict_network`` answer's total in ms (a mapping with ``total_ms``, or a number)."""
+    if isinstance(prediction, Mapping):
+        return float(prediction["total_ms"])
+    return float(prediction)
+
+
+def fit_baselines(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
+    """The baselines of :mod:`models.evaluation` fitted on ``samples``: name -> object with
+    ``predict_network(ops)``."""
+    from models import evaluation
+
+    baselines: dict[str, Any] = evaluation.fit_baselines(list(samples), seed=seed)
+    return baselines
+
+
+def predict_baselines(baselines: Mapping[str, Any], flatbuffer: bytes) -> dict[str, float]:
+    """Each baseline's whole-network prediction (ms) for one .tflite network."""
+    from models.features import parse_tflite
+
+    ops = parse_tflite(flatbuffer)
+    return {name: _total_ms(model.predict_network(ops)) for name, model in baselines.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report: table, summary, JSON.
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}"
+
+
+def _fmt_share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
+    """Print the network table and the summary; write everything to ``out_json``."""
+    baseline_names = sorted({n for r in results for n in r.baselines_ms})
+    table = Table(title=f"Network latency: measured vs predicted ({run['mode']})")
+    table.add_column("network")
+    table.add_column("family")
+    table.add_column("measured ms", justify="right")
+    table.add_column("ours ms", justify="right")
+    table.add_column("ours err %", justify="right")
+    for name in baseline_names:
+        table.add_column(f"{name} err %", justify="right")
+    for r in results:
+        cells = [
+            r.name,
+            r.family,
+            f"{r.measured_ms:.2f}",
+            "-" if r.predicted_ms is None else f"{r.predicted_ms:.2f}",
+            _fmt_pct(r.error_pct),
+        ]
+        cells += [
+            _fmt_pct(_error_pct(r.baselines_ms.get(n), r.measured_ms)) for n in baseline_names
+        ]
+        table.add_row(*cells)
+    console.print(table)
+
+    summaries: JSON = {"ours": error_summary([r.error_pct for r in results])}
+    for name in baseline_names:
+        summaries[name] = error_summary(
+            [_error_pct(r.baselines_ms.get(name), r.measured_ms) for r in results]
+        )
+    summary_table = Table(title="Summary over networks")
+    for column in ("predictor", "MAPE %", "within 5%", "within 10%", "max err %", "networks"):
+        summary_table.add_column(column, justify="right")
+    for name, s in summaries.items():
+        summary_table.add_row(
+            name,
+            "-" if s["mape_pct"] is None else f"{s['mape_pct']:.1f}",
+            _fmt_share(s["within_5_pct"]),
+            _fmt_share(s["within_10_pct"]),
+            "-" if s["max_error_pct"] is None else f"{s['max_error_pct']:.1f}",
+            f"{s['predicted']}/{s['count']}",
+        )
+    console.print(summary_table)
+
+    per_op = run.get("per_op_type") or {}
+    if per_op:
+        op_table = Table(title="Per-op-type cross-validated MAPE (model version metrics)")
+        op_table.add_column("op type")
+        op_table.add_column("CV MAPE %", justify="right")
+        op_table.add_column("samples", justify="right")
+        for op_type, metrics in sorted(per_op.items()):
+            mape = metrics.get("cv_mape")
+            # cv_mape is a fraction in the model metrics; shown in percent.
+            shown = "-" if mape is None else f"{100.0 * float(mape):.1f}"
+            op_table.add_row(op_type, shown, str(metrics.get("samples", "-")))
+        console.print(op_table)
+    console.print(
+        f"samples used: {run.get('sample_count')}; "
+        f"device minutes: {_minutes(run.get('campaign_wall_s'))} wall, "
+        f"{_minutes(run.get('timed_runs_s'))} in timed runs; "
+        f"model version: {run.get('model_version')}"
+    )
+    document: JSON = {
+        "run": run,
+        "summary": summaries,
+        "networks": [
+            {**asdict(r), "error_pct": r.error_pct, "holdout": zoo.NETWORKS[r.name].holdout}
+            for r in results
+        ],
+    }
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    console.print(f"wrote {out_json}")
+    return document
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60.0:.1f}"
+
+
+def _timed_runs_s(samples: Iterable[Mapping[str, Any]]) -> float:
+    """Seconds the device spent in timed runs: sum over samples of runs x median (a lower bound
+    of device time: warm-up runs, model building and transfers are not counted)."""
+    total_ms = 0.0
+    for s in samples:
+        latency = s.get("latency") or s
+        runs = latency.get("runs") or 0
+        median_ms = latency.get("median_ms") or 0.0
+        total_ms += float(runs) * float(median_ms)
+    return total_ms / 1000.0
+
+
+def _environment() -> JSON:
+    import ai_edge_litert
+
+    return {
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "litert_version": getattr(ai_edge_litert, "__version__", None),
+        "python": platform.python_version(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Online: through the running farm.
+
+
+def _local_device(client: Any, device_id: int | None, timeout_s: float = 120.0) -> JSON:
+    """The device to profile: ``device_id`` if given, else the first ``local`` device (waits for
+    the agent to register it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if device_id is not None:
+            device: JSON = client.device(device_id)
+            return device
+        local = [d for d in client.devices() if d.get("kind") == "local"]
+        if local:
+            first: JSON = min(local, key=lambda d: int(d["id"]))
+            return first
+        if time.monotonic() > deadline:
+            raise RuntimeError("no local device registered: is the agent running?")
+        time.sleep(1.0)
+
+
+def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
+    """A device's op samples, oldest first, read from PostgreSQL (the API has no listing route).
+
+    ``limit`` keeps the first ``limit`` samples: a model version fitted on ``sample_count``
+    samples was fitted on exactly these (the fitter reads them ordered by id).
+    """
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from fdiot.settings import get_settings
+
+    url = get_settings().database_url
+    if url is None:
+        raise RuntimeError("DATABASE_URL unknown: no FDIOT_HOME/stack.json and no DATABASE_URL")
+    query = (
+        "SELECT index, job_id, op_type, config, features, median_ms, p10_ms, p90_ms, std_ms, "
+        "runs, environment FROM samples WHERE device_id = %s ORDER BY id"
+    )
+    params: tuple[Any, ...] = (device_id,)
+    if limit is not None:
+        query += " LIMIT %s"
+        params = (device_id, limit)
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        rows = conn.execute(query, params).fetchall()
+    samples = []
+    for row in rows:
+        latency = {k: row[k] for k in ("median_ms", "p10_ms", "p90_ms", "std_ms", "runs")}
+        samples.append(
+            {
+                "index": row["index"],
+                "job_id": row["job_id"],
+                "op_type": row["op_type"],
+                "config": row["config"],
+                "features": row["features"],
+                "latency": latency,
+                **latency,
+                "environment": row["environment"],
+            }
+        )
+    return samples
+
+
+def _wait_for_fit(client: Any, device_id: int, sample_count: int, timeout_s: float) -> JSON:
+    """Poll ``GET /models/{id}`` until a version fitted on at least ``sample_count`` samples."""
+    from fdiot.client import FarmError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            model: JSON = client.current_model(device_id)
+            if int(model.get("sample_count") or 0) >= sample_count:
+                return model
+        except FarmError as exc:
+            if exc.status_code != 404:  # 404: no version yet
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no model version covering {sample_count} samples in {timeout_s} s")
+        time.sleep(2.0)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[NetworkResult], JSON]:
+    """Profile, fit, measure and predict through the farm's REST API."""
+    from fdiot.client import FarmClient
+
+    with FarmClient(args.url, retry_for_s=30.0) as client:
+        device = _local_device(client, args.device)
+        device_id = int(device["id"])
+        console.print(f"device {device_id}: {device.get('name')} {device.get('execution_config')}")
+        campaign_wall_s: float | None = None
+        campaign: JSON | None = None
+        if not args.skip_profile:
+            campaign = client.create_campaign(device_id, samples=args.samples, seed=args.seed)
+            console.print(
+                f"campaign {campaign['id']}: {campaign['samples_requested']} op samples requested"
+            )
+
+            def progress(state: JSON) -> None:
+                console.print(
+                    f"  campaign {state['id']} {state['status']}: "
+                    f"{state['samples_done']}/{state['samples_requested']} samples, "
+                    f"jobs {state['jobs_done']}/{state['jobs_total']} "
+                    f"({state['jobs_failed']} failed)",
+                    end="\r",
+                )
+
+            campaign = client.wait_campaign(campaign["id"], callback=progress, poll_s=5.0)
+            console.print()
+            campaign_wall_s = _seconds_between(
+                campaign.get("created_at"), campaign.get("finished_at")
+            )
+        device_sample_count = len(fetch_samples(device_id))
+        model = _wait_for_fit(client, device_id, device_sample_count, FIT_TIMEOUT_S)
+        console.print(f"model version {model['version']} fitted on {model['sample_count']} samples")
+        samples = fetch_samples(device_id, limit=int(model["sample_count"]))
+        baselines = fit_baselines(samples, seed=args.seed or OFFLINE_SEED)
+
+        results: list[NetworkResult] = []
+        for name in names:
+            flatbuffer = zoo.build_tflite(name)
+            counts, fallback = op_counts(flatbuffer)
+            job = client.upload_benchmark(device_id, flatbuffer, name=f"{name}.tflite")
+            job = client.wait_job(job["id"], timeout_s=NETWORK_JOB_TIMEOUT_S)
+            if job["status"] != "done":
+                console.print(f"[red]{name}: benchmark job {job['id']} failed: {job['error']}")
+                continue
+            latency = (job.get("result") or {}).get("latency") or {}
+            prediction = client.predict(device_id, flatbuffer, name=f"{name}.tflite")
+            result = NetworkResult(
+                name=name,
+                family=zoo.NETWORKS[name].family,
+                measured_ms=float(latency["median_ms"]),
+                p10_ms=latency.get("p10_ms"),
+                p90_ms=latency.get("p90_ms"),
+                predicted_ms=float(prediction["total_ms"]),
+                baselines_ms=predict_baselines(baselines, flatbuffer),
+                op_counts=counts,
+                fallback_ops=fallback,
+            )
+            results.append(result)
+            console.print(
+                f"  {name}: measured {result.measured_ms:.2f} ms, "
+                f"predicted {result.predicted_ms:.2f} ms ({_fmt_pct(result.error_pct)}%)"
+            )
+
+        plot_path = RESULTS_DIR / f"conv_channels_{_slug(device.get('name') or device_id)}.png"
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_path.write_bytes(client.plot(device_id))
+        console.print(f"saved {plot_path}")
+
+        metrics = model.get("metrics") or {}
+        run: JSON = {
+            "mode": "online",
+            "url": client.base_url,
+            "device": device,
+            "campaign": campaign,
+            "model_version": model["version"],
+            "trained_at": model.get("trained_at"),
+            "sample_count": model["sample_count"],
+            "samples_by_op_type": dict(Counter(s["op_type"] for s in samples)),
+            "overhead_ms": model.get("overhead_ms"),
+            "per_op_type": metrics.get("per_op_type"),
+            "campaign_wall_s": campaign_wall_s,
+            "timed_runs_s": _timed_runs_s(samples),
+            "conv_plot": str(plot_path),
+        }
+    return results, run
+
+
+def _slug(value: object) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline: the same steps in this process, no farm.
+
+
+def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[NetworkResult], JSON]:
+    """Plan, measure and fit op samples here, then measure and predict the networks."""
+    from models.timemodel import fit_device_model
+
+    from agent.runner import LatencyStats, MeasurementChild, measure_configs
+    from models.features import parse_tflite
+    from models.opspace import OP_TYPES
+    from server.jobs.planning import plan_campaign
+    from server.jobs.service import DEFAULT_CAMPAIGN_SAMPLES
+
+    seed = args.seed if args.seed is not None else OFFLINE_SEED
+    samples_requested = args.samples if args.samples is not None else DEFAULT_CAMPAIGN_SAMPLES
+    plan = plan_campaign(list(OP_TYPES), samples_requested, seed, job_size=samples_requested)
+    configs = [(c["op_type"], c["config"]) for job in plan.jobs for c in job]
+    console.print(f"offline campaign: {len(configs)} op samples, plan {plan.counts}")
+    samples: list[JSON] = []
+    failures = 0
+    started = time.monotonic()
+    with MeasurementChild() as child:
+        for index, op_type, config, features, outcome in measure_configs(configs, child):
+            if not isinstance(outcome, LatencyStats):
+                failures += 1
+                continue
+            latency = {
+                "median_ms": outcome.median_ms,
+                "p10_ms": outcome.p10_ms,
+                "p90_ms": outcome.p90_ms,
+                "std_ms": outcome.std_ms,
+                "runs": outcome.runs,
+            }
+            samples.append(
+                {
+                    "index": index,
+                    "op_type": op_type,
+                    "config": config,
+                    "features": features,
+                    "latency": latency,
+                    **latency,
+                }
+            )
+            if len(samples) % 50 == 0:
+                console.print(f"  {len(samples)}/{len(configs)} samples", end="\r")
+        campaign_wall_s = time.monotonic() - started
+        console.print(
+            f"measured {len(samples)} samples ({failures} failed) in {campaign_wall_s:.0f} s"
+        )
+        model, metrics = fit_device_model(samples, cv=5)
+        baselines = fit_baselines(samples, seed=seed)
+
+        results: list[NetworkResult] = []
+        for name in names:
+            flatbuffer = zoo.build_tflite(name)
+            counts, fallback = op_counts(flatbuffer)
+            stats = child.measure(flatbuffer)
+            ops = parse_tflite(flatbuffer)
+            result = NetworkResult(
+                name=name,
+                family=zoo.NETWORKS[name].family,
+                measured_ms=stats.median_ms,
+                p10_ms=stats.p10_ms,
+                p90_ms=stats.p90_ms,
+                predicted_ms=_total_ms(model.predict_network(ops)),
+                baselines_ms=predict_baselines(baselines, flatbuffer),
+                op_counts=counts,
+                fallback_ops=fallback,
+            )
+            results.append(result)
+            console.print(
+                f"  {name}: measured {result.measured_ms:.2f} ms, "
+                f"predicted {result.predicted_ms:.2f} ms ({_fmt_pct(result.error_pct)}%)"
+            )
+    run: JSON = {
+        "mode": "offline",
+        "seed": seed,
+        "sample_count": len(samples),
+        "samples_failed": failures,
+        "samples_by_op_type": dict(Counter(s["op_type"] for s in samples)),
+        "per_op_type": dict(metrics).get("per_op_type"),
+        "campaign_wall_s": campaign_wall_s,
+        "timed_runs_s": _timed_runs_s(samples),
+    }
+    return results, run
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def _start_farm(home: str | None) -> subprocess.Popen[bytes]:
+    """Run ``fdiot up`` as a child process and wait until the API answers."""
+    import httpx
+
+    from fdiot.settings import get_settings
+
+    settings = get_settings()
+    log_path = settings.home / "logs" / "bench-up.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if home:
+        env["FDIOT_HOME"] = home
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fdiot.cli", "up"],
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300.0  # embedded PostgreSQL's first initdb takes a while
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"fdiot up exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{settings.url}/healthz", timeout=2.0).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    _stop_farm(proc)
+    raise RuntimeError(f"the farm did not answer within 300 s; see {log_path}")
+
+
+def _stop_farm(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the ``fdiot up`` we started (SIGTERM lets it stop its own children)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.accuracy", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--samples", type=int, default=None, help="op samples to profile")
+    parser.add_argument("--seed", type=int, default=None, help="campaign seed")
+    parser.add_argument("--url", default=None, help="farm URL (default: FDIOT_URL)")
+    parser.add_argument("--device", type=int, default=None, help="device id (default: local)")
+    parser.add_argument("--start", action="store_true", help="run `fdiot up` for the benchmark")
+    parser.add_argument("--offline", action="store_true", help="measure and fit in this process")
+    parser.add_argument(
+        "--skip-profile", action="store_true", help="no new campaign: use the samples stored"
+    )
+    parser.add_argument("--networks", nargs="*", default=None, help="zoo networks (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = args.networks or list(zoo.NETWORKS)
+    unknown = [n for n in names if n not in zoo.NETWORKS]
+    if unknown:
+        console.print(f"[red]unknown networks: {unknown}; known: {list(zoo.NETWORKS)}")
+        return 2
+    console.print(f"building {len(names)} zoo networks (cached under {zoo.cache_dir()})")
+    for name in names:
+        zoo.build_tflite(name)
+    farm: subprocess.Popen[bytes] | None = None
+    try:
+        if args.offline:
+            results, run = run_offline(args, names)
+        else:
+            if args.start:
+                farm = _start_farm(None)
+            results, run = run_online(args, names)
+    finally:
+        if farm is not None:
+            _stop_farm(farm)
+    run["environment"] = _environment()
+    run["finished_at"] = datetime.now(UTC).isoformat()
+    run["zoo_version"] = zoo.ZOO_VERSION
+    report(results, run, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,458 @@
+"""The ``fdiot`` command line: run the farm (``up``, ``agent``, ``down``) and use it (``devices``,
+``profile``, ``bench``, ``predict``, ``models``, ``token create``).
+
+Every command that talks to the server goes through :class:`fdiot.client.FarmClient`; an error
+answer prints the server's message on stderr and exits with status 1 (no traceback). ``--json``
+prints the server's answer as JSON on stdout, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from fdiot.client import FarmClient, FarmError
+from fdiot.settings import get_settings
+
+app = typer.Typer(
+    name="fdiot",
+    help="FastDeepIoT Farm: per-device execution-time models learned from real measurements.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+token_app = typer.Typer(help="Manage API tokens (admin).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# The CLI gives a server that is not answering this long before reporting it (seconds): enough to
+# ride over a restart, short enough that "server not running" is reported promptly.
+CLI_RETRY_FOR_S = 2.0
+# How often progress is polled while waiting on a campaign or job (seconds).
+POLL_S = 1.0
+# Roles started by `fdiot up`, in start order (names of fdiot.processes.ROLES).
+UP_ROLES = ("server", "fit-worker", "agent")
+# `up` restarts a child that died on its own after this pause (seconds), so a crash loop
+# does not spin the CPU.
+RESTART_PAUSE_S = 2.0
+
+_options: dict[str, str | None] = {"url": None, "token": None}
+
+
+@app.callback()
+def _main(
+    url: Annotated[
+        str | None, typer.Option(help="Server URL (default: FDIOT_URL).", show_default=False)
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="API token (default: FDIOT_TOKEN, else the local admin token)."),
+    ] = None,
+) -> None:
+    _options["url"] = url
+    _options["token"] = token
+    # The client logs each retry for the agent's log; a CLI user sees only the final error.
+    logging.getLogger("fdiot.client").setLevel(logging.ERROR)
+
+
+def _client() -> FarmClient:
+    return FarmClient(
+        base_url=_options["url"], token=_options["token"], retry_for_s=CLI_RETRY_FOR_S
+    )
+
+
+@contextmanager
+def _farm_errors() -> Iterator[None]:
+    """Turn a server error into its message on stderr and exit status 1."""
+    try:
+        yield
+    except FarmError as exc:
+        prefix = f"error ({exc.status_code})" if exc.status_code else "error"
+        err_console.print(
+            f"[red]{prefix}:[/red] {escape(exc.detail)}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from None
+    except TimeoutError as exc:
+        err_console.print(f"[red]timeout:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _check_model_file(path: Path) -> None:
+    if not path.is_file():
+        err_console.print(f"[red]error:[/red] {path} is not a file")
+        raise typer.Exit(2)
+
+
+def _split_op_types(values: list[str] | None) -> list[str] | None:
+    """Accept ``--op-types conv2d,fully_connected`` as well as repeated options."""
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+DeviceOption = Annotated[
+    int, typer.Option("--device", "-d", help="Device id (see `fdiot devices`).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
+
+
+# -- running the farm ------------------------------------------------------------------------
+@app.command()
+def up() -> None:
+    """Run the whole farm in the foreground until Ctrl-C / SIGTERM.
+
+    Starts embedded PostgreSQL and Redis where DATABASE_URL / REDIS_URL are unset, applies the
+    migrations, then runs the API server, the fit worker and a local-CPU agent as child processes
+    (restarted if they die). Ctrl-C stops the children; the embedded database and Redis keep
+    running so that the next `fdiot up` starts in seconds: `fdiot down` stops them.
+    """
+    from fdiot.processes import FarmProcesses
+    from fdiot.stack import ensure_stack
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # Children resolve FDIOT_HOME from their own working directory: hand them an absolute one.
+    os.environ["FDIOT_HOME"] = str(settings.home.resolve())
+    addresses = ensure_stack(settings)
+    settings.ensure_admin_token()
+    from server.prestart import upgrade_database
+
+    upgrade_database()
+    pid_file = settings.home / "up.pid"
+    pid_file.write_text(str(os.getpid()))
+
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    processes = FarmProcesses(settings=settings, env=dict(os.environ))
+    try:
+        for role in UP_ROLES:
+            processes.start(role)
+        token_file = settings.home / "admin_token"
+        console.print(f"[green]farm ready[/green]: API at {settings.url}")
+        console.print(f"  database  {addresses.database_url}")
+        console.print(f"  redis     {addresses.redis_url}")
+        where = token_file.resolve() if token_file.exists() else "FDIOT_ADMIN_TOKEN"
+        console.print(f"  admin token in {where}")
+        console.print(f"  logs in {(settings.home / 'logs').resolve()}")
+        console.print("Ctrl-C stops the server and workers; `fdiot down` stops the database.")
+        while not stopping:
+            for role in UP_ROLES:
+                proc = processes.procs.get(role)
+                if stopping or proc is None or proc.poll() is None:
+                    continue
+                err_console.print(
+                    f"[yellow]{role} exited with {proc.returncode}; restarting[/yellow] "
+                    f"(log: {processes.log_path(role)})"
+                )
+                time.sleep(RESTART_PAUSE_S)
+                processes.procs.pop(role, None)
+                processes.start(role)
+            time.sleep(0.5)
+    finally:
+        console.print("stopping the farm's processes")
+        processes.stop_all()
+        pid_file.unlink(missing_ok=True)
+
+
+@app.command()
+def down() -> None:
+    """Stop a running `fdiot up` (if any) and the embedded PostgreSQL and Redis."""
+    from fdiot.stack import stop_stack
+
+    settings = get_settings()
+    pid_file = settings.home / "up.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().strip())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            console.print(f"sent SIGTERM to fdiot up (pid {pid})")
+            _wait_for_exit(pid, timeout_s=60.0)
+        except ProcessLookupError:
+            pass
+        pid_file.unlink(missing_ok=True)
+    stop_stack(settings)
+    console.print("embedded PostgreSQL and Redis stopped")
+
+
+def _wait_for_exit(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+
+
+@app.command()
+def agent() -> None:
+    """Run the agent of this host: register the local CPU device and serve its benchmark queue."""
+    from agent.daemon import run_agent
+
+    settings = get_settings()
+    with _farm_errors():
+        code = run_agent(settings)
+    raise typer.Exit(code)
+
+
+# -- using the farm --------------------------------------------------------------------------
+@app.command()
+def devices(json_output: JsonOption = False) -> None:
+    """List the farm's devices."""
+    with _farm_errors(), _client() as client:
+        rows = client.devices()
+    if json_output:
+        _print_json(rows)
+        return
+    table = Table("id", "name", "kind", "host", "execution config", "status", "last seen")
+    for row in rows:
+        config = row.get("execution_config") or {}
+        table.add_row(
+            str(row["id"]),
+            str(row["name"]),
+            str(row["kind"]),
+            str(row.get("host", "")),
+            ", ".join(f"{k}={v}" for k, v in config.items()),
+            str(row.get("status", "")),
+            str(row.get("last_seen_at") or "-"),
+        )
+    console.print(table)
+
+
+@app.command()
+def profile(
+    device: DeviceOption,
+    samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Op configurations to measure (default: settings' default)."),
+    ] = None,
+    op_types: Annotated[
+        list[str] | None,
+        typer.Option("--op-types", help="Op types, comma-separated or repeated (default: all)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it finishes.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Start a profiling campaign on a device (and optionally wait for it)."""
+    settings = get_settings()
+    count = samples if samples is not None else settings.default_campaign_samples
+    with _farm_errors(), _client() as client:
+        campaign = client.create_campaign(
+            device, op_types=_split_op_types(op_types), samples=count, seed=seed
+        )
+        if wait:
+            campaign = _wait_campaign(client, campaign, quiet=json_output)
+    if json_output:
+        _print_json(campaign)
+        return
+    console.print(
+        f"campaign {campaign['id']} on device {campaign['device_id']}: {campaign['status']}, "
+        f"{campaign.get('samples_done', 0)}/{campaign['samples_requested']} samples, "
+        f"{campaign.get('jobs_done', 0)}/{campaign.get('jobs_total', '?')} jobs"
+    )
+    if campaign.get("jobs_failed"):
+        err_console.print(f"[yellow]{campaign['jobs_failed']} job(s) failed[/yellow]")
+
+
+def _wait_campaign(client: FarmClient, campaign: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    if quiet:
+        return client.wait_campaign(campaign["id"], poll_s=POLL_S)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[jobs]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(
+            f"campaign {campaign['id']}", total=campaign["samples_requested"], jobs=""
+        )
+
+        def _update(state: dict[str, Any]) -> None:
+            progress.update(
+                task,
+                completed=state.get("samples_done", 0),
+                jobs=f"jobs {state.get('jobs_done', 0)}/{state.get('jobs_total', '?')}",
+            )
+
+        return client.wait_campaign(campaign["id"], callback=_update, poll_s=POLL_S)
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="A .tflite file.")],
+    device: DeviceOption,
+    name: Annotated[str | None, typer.Option(help="Name to record (default: file name).")] = None,
+    timeout_s: Annotated[
+        float | None, typer.Option("--timeout", help="Give up waiting after this many seconds.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure a whole network on a device: upload, wait, print median/p10/p90 (ms)."""
+    _check_model_file(model)
+    with _farm_errors(), _client() as client:
+        job = client.upload_benchmark(device, model, name=name)
+        job = _wait_job(client, job, quiet=json_output, timeout_s=timeout_s)
+    if job["status"] != "done":
+        err_console.print(
+            f"[red]benchmark job {job['id']} failed:[/red] {escape(str(job.get('error')))}"
+        )
+        raise typer.Exit(1)
+    result = job.get("result") or {}
+    # Accept the sample shape ({latency: {...}}) as well as a flat result.
+    latency: dict[str, Any] = result.get("latency") or result
+    summary = {
+        "job_id": job["id"],
+        "device_id": job["device_id"],
+        "median_ms": latency.get("median_ms"),
+        "p10_ms": latency.get("p10_ms"),
+        "p90_ms": latency.get("p90_ms"),
+        "std_ms": latency.get("std_ms"),
+        "runs": latency.get("runs"),
+        "model_sha256": result.get("model_sha256"),
+    }
+    if json_output:
+        _print_json(summary)
+        return
+    console.print(
+        f"{model.name} on device {job['device_id']}: median {summary['median_ms']:.3f} ms "
+        f"(p10 {summary['p10_ms']:.3f}, p90 {summary['p90_ms']:.3f}, {summary['runs']} runs)"
+    )
+
+
+def _wait_job(
+    client: FarmClient, job: dict[str, Any], quiet: bool, timeout_s: float | None
+) -> dict[str, Any]:
+    if quiet:
+        return client.wait_job(job["id"], timeout_s=timeout_s, poll_s=POLL_S)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task(f"job {job['id']}: {job['status']}")
+
+        def _update(state: dict[str, Any]) -> None:
+            progress.update(task, description=f"job {state['id']}: {state['status']}")
+
+        return client.wait_job(job["id"], timeout_s=timeout_s, poll_s=POLL_S, callback=_update)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A .tflite file.")],
+    device: DeviceOption,
+    json_output: JsonOption = False,
+) -> None:
+    """Predict a network's latency on a device from its current time model (per op, ms)."""
+    _check_model_file(model)
+    with _farm_errors(), _client() as client:
+        answer = client.predict(device, model)
+    if json_output:
+        _print_json(answer)
+        return
+    table = Table("#", "op type", "config", "predicted ms", title=f"{model.name}")
+    for op in answer["ops"]:
+        config = ", ".join(f"{k}={v}" for k, v in (op.get("config") or {}).items())
+        flag = " (fallback)" if op.get("fallback") else ""
+        table.add_row(str(op["index"]), op["op_type"] + flag, config, f"{op['predicted_ms']:.4f}")
+    console.print(table)
+    console.print(
+        f"total {answer['total_ms']:.3f} ms (incl. invoke overhead {answer['overhead_ms']:.3f} ms)"
+        f", device {answer['device_id']} model v{answer['version']}"
+    )
+
+
+@app.command()
+def models(
+    device: DeviceOption,
+    rules: Annotated[bool, typer.Option("--rules", help="Print each op type's rules.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a device's current time model: version, accuracy per op type, optionally its rules."""
+    with _farm_errors(), _client() as client:
+        current = client.current_model(device)
+    if json_output:
+        _print_json(current)
+        return
+    console.print(
+        f"device {current['device_id']} time model v{current['version']}, trained "
+        f"{current['trained_at']} on {current['sample_count']} samples, "
+        f"invoke overhead {current.get('overhead_ms', 0.0):.4f} ms"
+    )
+    per_op = (current.get("metrics") or {}).get("per_op_type") or {}
+    table = Table("op type", "samples", "CV MAPE")
+    for op_type, metrics in sorted(per_op.items()):
+        mape = metrics.get("cv_mape")
+        table.add_row(
+            op_type, str(metrics.get("samples", "")), "-" if mape is None else f"{mape:.1%}"
+        )
+    console.print(table)
+    if rules:
+        for op_type, model_of_op in sorted((current.get("op_types") or {}).items()):
+            console.rule(op_type)
+            text = model_of_op.get("rules", "")
+            console.print(
+                text if isinstance(text, str) else "\n".join(map(str, text)), markup=False
+            )
+
+
+@token_app.command("create")
+def token_create(
+    kind: Annotated[str, typer.Option(help="agent or client.")],
+    name: Annotated[str, typer.Option(help="Who holds it (free text).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Create an API token (needs the admin token); the token is printed once."""
+    if kind not in ("agent", "client"):
+        err_console.print(f"[red]error:[/red] --kind must be agent or client, not {kind!r}")
+        raise typer.Exit(2)
+    with _farm_errors(), _client() as client:
+        created = client.create_token(kind, name)
+    if json_output:
+        _print_json(created)
+        return
+    console.print(f"{created['kind']} token {created['id']} for {created['name']}:")
+    typer.echo(created["token"])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

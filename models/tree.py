@@ -1,0 +1,508 @@
+"""Tree-structured linear regression with non-negative leaves (FastDeepIoT, Yao et al. 2018).
+
+Each leaf predicts ``t = w . x + b`` with ``w >= 0`` and ``b >= 0`` over the *cost features*
+(FLOPs, bytes, ...). Internal nodes split on *configuration variables* in two ways: an interval
+(``v <= c``) or an integer multiple (``v mod m == 0``), which is how tile sizes of a runtime's
+kernels show up. The tree is grown greedily on (relative) squared error with depth, leaf-size and
+gain limits, then pruned by cost-complexity with the pruning strength chosen by cross-validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.model_selection import KFold
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+# Pruning strengths tried by cross-validation, as fractions of the root's error.
+_ALPHA_GRID = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+# Candidate splits re-scored with the exact NNLS leaves after ranking by least squares.
+_RESCORE_TOP = 6
+# Relative ridge that keeps the batched least-squares ranking solvable on tiny children.
+_RIDGE = 1e-9
+
+Node = dict[str, Any]
+
+
+def _leaf_fit(Z: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """NNLS of y on [Z, 1] with row weights w; returns (coef, intercept, weighted SSE)."""
+    n, p = Z.shape
+    sw = np.sqrt(w)
+    scale = np.max(np.abs(Z), axis=0) if n else np.ones(p)
+    scale = np.where(scale > 0, scale, 1.0)
+    A = np.empty((n, p + 1))
+    A[:, :p] = Z / scale
+    A[:, p] = 1.0
+    A *= sw[:, None]
+    target = y * sw
+    if n == 0:
+        return np.zeros(p), 0.0, 0.0
+    beta, _ = nnls(A, target, maxiter=50 * (p + 1))
+    resid = A @ beta - target
+    return beta[:p] / scale, float(beta[p]), float(resid @ resid)
+
+
+def _batched_sse(G: np.ndarray, b: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Least-squares SSE of many weighted systems given Gram G (k,p,p), X'y b (k,p), y'y (k,)."""
+    p = G.shape[-1]
+    trace = np.trace(G, axis1=1, axis2=2)
+    ridge = (_RIDGE * np.maximum(trace, 1e-300) / p)[:, None, None] * np.eye(p)
+    beta = np.linalg.solve(G + ridge, b[..., None])[..., 0]
+    sse: np.ndarray = yy - np.einsum("kp,kp->k", beta, b)
+    return np.maximum(sse, 0.0)
+
+
+class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """Regression tree whose leaves are non-negative linear models of cost features.
+
+    Parameters
+    ----------
+    cost_features : sequence of int or str, default=None
+        Columns used by the leaf models ``t = w . x + b`` (``w, b >= 0``). Names are resolved
+        against ``feature_names`` (or the DataFrame's columns). None uses every column.
+    split_features : sequence of int or str, default=None
+        Columns that splits may test (configuration variables). None uses every column.
+    feature_names : sequence of str, default=None
+        Names of the columns of ``X`` when it is an array; used to resolve names and in rules.
+    max_depth : int, default=6
+        Maximum depth of the tree.
+    min_samples_leaf : int, default=10
+        Minimum number of samples in a leaf.
+    min_gain : float, default=0.01
+        Minimum relative error reduction, ``(E_node - E_children) / E_node``, for a split.
+    multiple_candidates : sequence of int, default=(2, 4, 8, 16, 32)
+        Moduli ``m`` tried for integer-multiple splits ``v mod m == 0``.
+    max_thresholds : int, default=48
+        Interval thresholds tried per feature and node (quantiles of the distinct values).
+    cv : int, CV splitter or iterable of (train, test) index arrays, default=5
+        Cross-validation that chooses the pruning strength; 0 or 1 disables pruning.
+    relative : bool, default=True
+        Minimise squared *relative* error (row weights ``1 / y**2``) instead of absolute error.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the cross-validation folds.
+
+    Attributes
+    ----------
+    tree_ : dict
+        The fitted tree as nested JSON-safe dicts.
+    cost_indices_ : ndarray of int
+        Column indices of the cost features.
+    split_indices_ : ndarray of int
+        Column indices of the split features.
+    alpha_ : float
+        The chosen pruning strength (fraction of the root error per extra leaf).
+    n_features_in_ : int
+        Number of columns seen in ``fit``.
+    """
+
+    def __init__(
+        self,
+        cost_features: Sequence[int | str] | None = None,
+        split_features: Sequence[int | str] | None = None,
+        feature_names: Sequence[str] | None = None,
+        max_depth: int = 6,
+        min_samples_leaf: int = 10,
+        min_gain: float = 0.01,
+        multiple_candidates: Sequence[int] = (2, 4, 8, 16, 32),
+        max_thresholds: int = 48,
+        cv: Any = 5,
+        relative: bool = True,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        self.cost_features = cost_features
+        self.split_features = split_features
+        self.feature_names = feature_names
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.min_gain = min_gain
+        self.multiple_candidates = multiple_candidates
+        self.max_thresholds = max_thresholds
+        self.cv = cv
+        self.relative = relative
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------------------- fitting
+    def _names(self) -> list[str] | None:
+        if self.feature_names is not None:
+            return [str(n) for n in self.feature_names]
+        names = getattr(self, "feature_names_in_", None)
+        return [str(n) for n in names] if names is not None else None
+
+    def _resolve(self, columns: Sequence[int | str] | None, n_features: int) -> np.ndarray:
+        if columns is None:
+            return np.arange(n_features)
+        names = self._names()
+        out = []
+        for col in columns:
+            if isinstance(col, str):
+                if names is None or col not in names:
+                    raise ValueError(f"unknown feature name {col!r}; pass feature_names")
+                out.append(names.index(col))
+            else:
+                index = int(col)
+                if not 0 <= index < n_features:
+                    raise ValueError(f"feature index {index} out of range for {n_features} columns")
+                out.append(index)
+        return np.asarray(out, dtype=int)
+
+    def _weights(self, y: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
+        if not self.relative:
+            return sample_weight.astype(float)
+        # Relative error is undefined at y = 0: floor the denominator at 0.1% of the mean |y|.
+        floor = max(1e-3 * float(np.mean(np.abs(y))) if y.size else 1.0, 1e-300)
+        return sample_weight / np.maximum(np.abs(y), floor) ** 2
+
+    def fit(
+        self, X: Any, y: Any, sample_weight: Any = None
+    ) -> TreeLinearRegressor:
+        """Grow the tree on ``X`` (n_samples, n_features) and targets ``y`` and prune it by CV.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature matrix: cost features and configuration variables.
+        y : array-like of shape (n_samples,)
+            Targets (e.g. latency in ms).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights, multiplied with the relative-error weights.
+
+        Returns
+        -------
+        self : TreeLinearRegressor
+            The fitted estimator.
+        """
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        sw = _sample_weight(sample_weight, X.shape[0])
+        self.cost_indices_ = self._resolve(self.cost_features, X.shape[1])
+        self.split_indices_ = self._resolve(self.split_features, X.shape[1])
+        self.integer_columns_ = np.all(np.equal(np.mod(X, 1), 0), axis=0) & np.all(X >= 1, axis=0)
+        w = self._weights(y, sw)
+        tree = self._grow(X, y, w)
+        self.alpha_ = 0.0
+        splits = self._cv_splits(len(y))
+        if splits and _n_nodes(tree) > 1:
+            self.alpha_ = self._choose_alpha(X, y, w, splits)
+        self.tree_ = _prune(tree, self.alpha_ * tree["error"])
+        return self
+
+    def _grow(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> Node:
+        return self._node(X, y, w, depth=0)
+
+    def _node(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, depth: int) -> Node:
+        coef, intercept, error = _leaf_fit(X[:, self.cost_indices_], y, w)
+        node: Node = {
+            "n": len(y),
+            "coef": coef.tolist(),
+            "intercept": intercept,
+            "error": error,
+        }
+        if depth >= self.max_depth or len(y) < 2 * self.min_samples_leaf or error <= 0:
+            return node
+        split = self._best_split(X, y, w, error)
+        if split is None:
+            return node
+        feature, kind, value, mask = split
+        node["split"] = {"feature": int(feature), "kind": kind, "value": float(value)}
+        node["left"] = self._node(X[mask], y[mask], w[mask], depth + 1)
+        node["right"] = self._node(X[~mask], y[~mask], w[~mask], depth + 1)
+        return node
+
+    def _candidates(self, X: np.ndarray) -> list[tuple[int, str, float, np.ndarray]]:
+        """Every admissible split of this node: (feature, kind, value, mask of the 'true' side)."""
+        out: list[tuple[int, str, float, np.ndarray]] = []
+        min_leaf = max(1, self.min_samples_leaf)
+        n = X.shape[0]
+        for j in self.split_indices_:
+            col = X[:, j]
+            distinct = np.unique(col)
+            if distinct.size < 2:
+                continue
+            cut_points = distinct[:-1]
+            if cut_points.size > self.max_thresholds:
+                picks = np.linspace(0, cut_points.size - 1, self.max_thresholds).round().astype(int)
+                cut_points = cut_points[np.unique(picks)]
+                if self.integer_columns_[j]:
+                    cut_points = np.union1d(cut_points, self._tile_cuts(distinct))
+            for c in cut_points:
+                mask = col <= c
+                left = int(mask.sum())
+                if min_leaf <= left <= n - min_leaf:
+                    out.append((int(j), "le", float(c), mask))
+            if self.integer_columns_[j]:
+                for m in self.multiple_candidates:
+                    mask = np.mod(col, int(m)) == 0
+                    left = int(mask.sum())
+                    if min_leaf <= left <= n - min_leaf:
+                        out.append((int(j), "mod", float(m), mask))
+        return out
+
+    def _tile_cuts(self, distinct: np.ndarray) -> np.ndarray:
+        """Thresholds at multiples of the largest modulus that fits: where tile-sized steps are."""
+        low, high = float(distinct[0]), float(distinct[-2])
+        for m in sorted((int(m) for m in self.multiple_candidates), reverse=True):
+            cuts = np.arange(np.ceil(low / m) * m, high + 1, m)
+            if 0 < cuts.size <= self.max_thresholds:
+                return cuts
+        return np.zeros(0)
+
+    def _best_split(
+        self, X: np.ndarray, y: np.ndarray, w: np.ndarray, error: float
+    ) -> tuple[int, str, float, np.ndarray] | None:
+        candidates = self._candidates(X)
+        if not candidates:
+            return None
+        # Rank all candidates by unconstrained weighted least squares (cheap, batched) ...
+        Z = X[:, self.cost_indices_]
+        scale = np.max(np.abs(Z), axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        A = np.hstack([Z / scale, np.ones((len(y), 1))])
+        outer = np.einsum("ni,nj->nij", A * w[:, None], A)
+        xy = A * (w * y)[:, None]
+        yy = w * y * y
+        masks = np.stack([c[3] for c in candidates]).astype(float)
+        G_left = np.einsum("kn,nij->kij", masks, outer)
+        b_left = masks @ xy
+        yy_left = masks @ yy
+        G_right = outer.sum(axis=0) - G_left
+        b_right = xy.sum(axis=0) - b_left
+        yy_right = yy.sum() - yy_left
+        proxy = _batched_sse(G_left, b_left, yy_left) + _batched_sse(G_right, b_right, yy_right)
+        # ... then re-score the best few with the real non-negative leaves.
+        best: tuple[float, int] | None = None
+        for k in np.argsort(proxy, kind="stable")[:_RESCORE_TOP]:
+            mask = candidates[int(k)][3]
+            e_left = _leaf_fit(Z[mask], y[mask], w[mask])[2]
+            e_right = _leaf_fit(Z[~mask], y[~mask], w[~mask])[2]
+            total = e_left + e_right
+            if best is None or total < best[0]:
+                best = (total, int(k))
+        assert best is not None
+        if (error - best[0]) / error < self.min_gain:
+            return None
+        return candidates[best[1]]
+
+    def _cv_splits(self, n_samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(train, test) index pairs from ``cv``: a fold count, a splitter or explicit splits."""
+        cv = self.cv
+        if cv is None or isinstance(cv, int | np.integer):
+            folds = int(cv or 0)
+            if folds < 2 or n_samples < 2 * folds:
+                return []
+            kfold = KFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+            return list(kfold.split(np.zeros((n_samples, 1))))
+        if hasattr(cv, "split"):
+            return list(cv.split(np.zeros((n_samples, 1))))
+        return [(np.asarray(tr), np.asarray(te)) for tr, te in cv]
+
+    def _choose_alpha(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        w: np.ndarray,
+        splits: list[tuple[np.ndarray, np.ndarray]],
+    ) -> float:
+        errors = np.zeros(len(_ALPHA_GRID))
+        for train, test in splits:
+            tree = self._grow(X[train], y[train], w[train])
+            for i, alpha in enumerate(_ALPHA_GRID):
+                pred = _predict(_prune(tree, alpha * tree["error"]), X[test], self.cost_indices_)
+                errors[i] += float(np.sum(w[test] * (pred - y[test]) ** 2))
+        # Among equally good strengths prefer the strongest pruning (the smaller tree).
+        best = float(np.min(errors))
+        tolerance = 1e-9 * max(best, 1e-300)
+        return float(max(a for a, e in zip(_ALPHA_GRID, errors, strict=True) if e <= best + tolerance))
+
+    # ----------------------------------------------------------------------------- predicting
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets (same units as ``y`` in ``fit``) for ``X`` (n_samples, n_features)."""
+        check_is_fitted(self, "tree_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return _predict(self.tree_, X, self.cost_indices_)
+
+    def apply(self, X: Any) -> np.ndarray:
+        """Index of the leaf (in :meth:`leaves` order) that each row of ``X`` falls in."""
+        check_is_fitted(self, "tree_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = np.zeros(X.shape[0], dtype=int)
+        counter = [0]
+
+        def walk(node: Node, rows: np.ndarray) -> None:
+            if "split" not in node:
+                out[rows] = counter[0]
+                counter[0] += 1
+                return
+            mask = _split_mask(node["split"], X[rows])
+            walk(node["left"], rows[mask])
+            walk(node["right"], rows[~mask])
+
+        walk(self.tree_, np.arange(X.shape[0]))
+        return out
+
+    @property
+    def n_leaves_(self) -> int:
+        check_is_fitted(self, "tree_")
+        return _n_leaves(self.tree_)
+
+    def leaves(self) -> list[tuple[list[str], Node]]:
+        """Leaves in order, each with its list of path conditions (as text) and its node."""
+        check_is_fitted(self, "tree_")
+        names = self._column_names()
+        out: list[tuple[list[str], Node]] = []
+
+        def walk(node: Node, path: list[str]) -> None:
+            if "split" not in node:
+                out.append((path, node))
+                return
+            yes, no = _condition_text(node["split"], names)
+            walk(node["left"], [*path, yes])
+            walk(node["right"], [*path, no])
+
+        walk(self.tree_, [])
+        return out
+
+    def _column_names(self, feature_names: Sequence[str] | None = None) -> list[str]:
+        names = list(feature_names) if feature_names is not None else self._names()
+        return names if names is not None else [f"x{i}" for i in range(self.n_features_in_)]
+
+    def rules(self, feature_names: Sequence[str] | None = None, unit: str = "") -> str:
+        """Human-readable rules, one line per leaf.
+
+        Example: ``if cout mod 16 == 0 and h <= 28: t = 1.2e-09*flops + 3.1e-07*output_bytes +
+        0.012`` (``unit`` is appended to the intercept).
+        """
+        check_is_fitted(self, "tree_")
+        names = self._column_names(feature_names)
+        lines = []
+        for path, leaf in self._leaves_with(names):
+            terms = [
+                f"{c:.3g}*{names[int(j)]}"
+                for c, j in zip(leaf["coef"], self.cost_indices_, strict=True)
+                if c > 0
+            ]
+            terms.append(f"{leaf['intercept']:.3g}{(' ' + unit) if unit else ''}")
+            condition = " and ".join(path) if path else "always"
+            lines.append(f"if {condition}: t = {' + '.join(terms)}   [n={leaf['n']}]")
+        return "\n".join(lines)
+
+    def _leaves_with(self, names: list[str]) -> list[tuple[list[str], Node]]:
+        out: list[tuple[list[str], Node]] = []
+
+        def walk(node: Node, path: list[str]) -> None:
+            if "split" not in node:
+                out.append((path, node))
+                return
+            yes, no = _condition_text(node["split"], names)
+            walk(node["left"], [*path, yes])
+            walk(node["right"], [*path, no])
+
+        walk(self.tree_, [])
+        return out
+
+    # ----------------------------------------------------------------------------- export
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the parameters and the fitted tree (see :meth:`from_dict`)."""
+        check_is_fitted(self, "tree_")
+        params = self.get_params()
+        for key in ("cost_features", "split_features", "feature_names", "multiple_candidates"):
+            if params[key] is not None:
+                params[key] = list(params[key])
+        if not isinstance(params["random_state"], int | type(None)):
+            params["random_state"] = None
+        return {
+            "params": params,
+            "n_features_in": int(self.n_features_in_),
+            "cost_indices": [int(i) for i in self.cost_indices_],
+            "split_indices": [int(i) for i in self.split_indices_],
+            "alpha": float(self.alpha_),
+            "tree": self.tree_,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TreeLinearRegressor:
+        """A fitted estimator rebuilt from :meth:`to_dict` output."""
+        est = cls(**data["params"])
+        est.n_features_in_ = int(data["n_features_in"])
+        est.cost_indices_ = np.asarray(data["cost_indices"], dtype=int)
+        est.split_indices_ = np.asarray(data["split_indices"], dtype=int)
+        est.alpha_ = float(data["alpha"])
+        est.tree_ = data["tree"]
+        return est
+
+
+def _sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n_samples)
+    sw = np.asarray(sample_weight, dtype=np.float64)
+    if sw.ndim == 0:
+        return np.full(n_samples, float(sw))
+    if sw.shape != (n_samples,):
+        raise ValueError(f"sample_weight has shape {sw.shape}, expected ({n_samples},)")
+    if np.any(sw < 0) or not np.all(np.isfinite(sw)):
+        raise ValueError("sample_weight must be finite and non-negative")
+    if n_samples and not np.any(sw > 0):
+        raise ValueError("sample_weight is zero for every sample: nothing to fit")
+    return sw
+
+
+def _split_mask(split: dict[str, Any], X: np.ndarray) -> np.ndarray:
+    col = X[:, int(split["feature"])]
+    if split["kind"] == "le":
+        mask: np.ndarray = col <= split["value"]
+        return mask
+    return np.asarray(np.mod(col, int(split["value"])) == 0)
+
+
+def _condition_text(split: dict[str, Any], names: Sequence[str]) -> tuple[str, str]:
+    name = names[int(split["feature"])]
+    value = float(split["value"])
+    shown = f"{value:g}"
+    if split["kind"] == "le":
+        return f"{name} <= {shown}", f"{name} > {shown}"
+    return f"{name} mod {int(value)} == 0", f"{name} mod {int(value)} != 0"
+
+
+def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:
+    out = np.zeros(X.shape[0])
+
+    def walk(node: Node, rows: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        if "split" not in node:
+            out[rows] = X[np.ix_(rows, cost_indices)] @ np.asarray(node["coef"]) + node["intercept"]
+            return
+        mask = _split_mask(node["split"], X[rows])
+        walk(node["left"], rows[mask])
+        walk(node["right"], rows[~mask])
+
+    walk(tree, np.arange(X.shape[0]))
+    return out
+
+
+def _n_leaves(node: Node) -> int:
+    return 1 if "split" not in node else _n_leaves(node["left"]) + _n_leaves(node["right"])
+
+
+def _n_nodes(node: Node) -> int:
+    return 1 if "split" not in node else 1 + _n_nodes(node["left"]) + _n_nodes(node["right"])
+
+
+def _prune(node: Node, alpha: float) -> Node:
+    """The subtree minimising error + alpha * leaves (bottom-up cost-complexity pruning)."""
+    pruned, _ = _prune_cost(node, alpha)
+    return pruned
+
+
+def _prune_cost(node: Node, alpha: float) -> tuple[Node, float]:
+    as_leaf = {k: v for k, v in node.items() if k not in ("split", "left", "right")}
+    leaf_cost = node["error"] + alpha
+    if "split" not in node:
+        return as_leaf, leaf_cost
+    left, left_cost = _prune_cost(node["left"], alpha)
+    right, right_cost = _prune_cost(node["right"], alpha)
+    if left_cost + right_cost < leaf_cost:
+        return {**as_leaf, "split": node["split"], "left": left, "right": right}, left_cost + right_cost
+    return as_leaf, leaf_cost

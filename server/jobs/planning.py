@@ -1,0 +1,67 @@
+"""Campaign planner: split a sample budget across op types, draw configurations, chunk into jobs.
+
+Pure functions (no database): the service turns the plan into rows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.opspace import default_campaign, sample_configs
+
+OVERHEAD_OP_TYPE = "invoke_overhead"
+# Every campaign measures the fixed cost of one invoke() a few times: the network prediction adds
+# it once per network, so each device model needs it even when the user asked for conv2d only.
+MIN_OVERHEAD_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """Samples per op type and the jobs' configuration lists (``[{index, op_type, config}]``)."""
+
+    counts: dict[str, int]
+    jobs: list[list[dict[str, Any]]]
+
+    @property
+    def total_samples(self) -> int:
+        return sum(len(job) for job in self.jobs)
+
+
+def plan_campaign(
+    op_types: Sequence[str],
+    samples: int,
+    seed: int,
+    job_size: int,
+    extra_configs: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> CampaignPlan:
+    """Plan a campaign of about ``samples`` op configurations of ``op_types`` on one device.
+
+    The budget is split with :func:`models.opspace.default_campaign`; ``invoke_overhead`` gets at
+    least :data:`MIN_OVERHEAD_SAMPLES` (added to the budget where the split gave fewer). The
+    configurations are shuffled with ``seed`` so that every job mixes op types: a fit made in the
+    middle of a campaign already sees all of them. ``extra_configs`` (validated by the caller)
+    are measured too.
+    """
+    counts = default_campaign(samples, list(op_types))
+    counts[OVERHEAD_OP_TYPE] = max(counts.get(OVERHEAD_OP_TYPE, 0), MIN_OVERHEAD_SAMPLES)
+    counts = {op_type: n for op_type, n in counts.items() if n > 0}
+    drawn: list[tuple[str, dict[str, Any]]] = []
+    for op_type, n in counts.items():
+        drawn.extend((op_type, config) for config in sample_configs(op_type, n, seed))
+    random.Random(seed).shuffle(drawn)
+    drawn.extend(extra_configs)
+    for op_type, _config in extra_configs:
+        counts[op_type] = counts.get(op_type, 0) + 1
+    jobs: list[list[dict[str, Any]]] = []
+    for start in range(0, len(drawn), job_size):
+        chunk = drawn[start : start + job_size]
+        jobs.append(
+            [
+                {"index": index, "op_type": op_type, "config": config}
+                for index, (op_type, config) in enumerate(chunk)
+            ]
+        )
+    return CampaignPlan(counts=counts, jobs=jobs)

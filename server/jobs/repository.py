@@ -1,0 +1,163 @@
+"""Campaign and job queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy.orm import Session, undefer
+
+from server.tables import Campaign, Job, Sample
+
+UNFINISHED_STATUSES = ("queued", "running")
+
+
+def add_campaign(
+    session: Session,
+    *,
+    device_id: int,
+    op_types: list[str],
+    plan: dict[str, int],
+    samples_requested: int,
+    seed: int,
+) -> Campaign:
+    campaign = Campaign(
+        device_id=device_id,
+        op_types=op_types,
+        plan=plan,
+        samples_requested=samples_requested,
+        seed=seed,
+        status="running",
+    )
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def add_job(
+    session: Session,
+    *,
+    kind: str,
+    device_id: int,
+    campaign_id: int | None = None,
+    configs: list[dict[str, Any]] | None = None,
+    model_bytes: bytes | None = None,
+    model_sha256: str | None = None,
+    model_name: str | None = None,
+) -> Job:
+    job = Job(
+        kind=kind,
+        device_id=device_id,
+        campaign_id=campaign_id,
+        configs=configs,
+        model_bytes=model_bytes,
+        model_sha256=model_sha256,
+        model_name=model_name,
+        status="queued",
+        enqueued_at=func.now(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
+    return session.get(Job, job_id, with_for_update=for_update)
+
+
+def get_job_model_bytes(session: Session, job_id: int) -> bytes | None:
+    return session.scalar(select(Job.model_bytes).where(Job.id == job_id))
+
+
+def get_campaign(session: Session, campaign_id: int) -> Campaign | None:
+    return session.get(Campaign, campaign_id)
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    samples_done: int
+    jobs_total: int
+    jobs_done: int
+    jobs_failed: int
+    job_ids: list[int]
+
+
+def campaign_progress(session: Session, campaign_id: int) -> CampaignProgress:
+    rows = session.execute(
+        select(Job.id, Job.status).where(Job.campaign_id == campaign_id).order_by(Job.id)
+    ).all()
+    samples_done = session.scalar(
+        select(func.count(Sample.id))
+        .join(Job, Job.id == Sample.job_id)
+        .where(Job.campaign_id == campaign_id)
+    )
+    return CampaignProgress(
+        samples_done=int(samples_done or 0),
+        jobs_total=len(rows),
+        jobs_done=sum(1 for _, s in rows if s == "done"),
+        jobs_failed=sum(1 for _, s in rows if s == "failed"),
+        job_ids=[job_id for job_id, _ in rows],
+    )
+
+
+def finish_campaign_if_complete(session: Session, campaign_id: int) -> Campaign | None:
+    """Mark the campaign done (or failed, when every job failed) once no job is queued or
+    running; returns the campaign when this call finished it."""
+    unfinished = exists().where(Job.campaign_id == campaign_id, Job.status.in_(UNFINISHED_STATUSES))
+    any_done = exists().where(Job.campaign_id == campaign_id, Job.status == "done")
+    finished_id = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == "running", ~unfinished)
+        .values(
+            status=case((any_done, "done"), else_="failed"),
+            finished_at=func.now(),
+        )
+        .returning(Campaign.id)
+    ).scalar_one_or_none()
+    if finished_id is None:
+        return None
+    return session.get(Campaign, finished_id, populate_existing=True)
+
+
+def running_campaign_ids(session: Session) -> list[int]:
+    return list(session.scalars(select(Campaign.id).where(Campaign.status == "running")))
+
+
+def lost_queued_jobs(session: Session, enqueued_before: datetime) -> list[Job]:
+    """Queued jobs whose message was sent before ``enqueued_before`` and never started: locked,
+    skipping rows another reconciler holds."""
+    return list(
+        session.scalars(
+            select(Job)
+            .where(Job.status == "queued", Job.enqueued_at < enqueued_before)
+            .order_by(Job.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def stale_running_jobs(session: Session, heartbeat_before: datetime) -> list[Job]:
+    """Running jobs whose agent has been silent since ``heartbeat_before``."""
+    last_sign = func.coalesce(Job.heartbeat_at, Job.started_at, Job.enqueued_at)
+    return list(
+        session.scalars(
+            select(Job)
+            .where(and_(Job.status == "running", last_sign < heartbeat_before))
+            .order_by(Job.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def network_jobs_with_results(session: Session, device_id: int) -> list[Job]:
+    """Finished network benchmarks of a device, with their uploaded model bytes loaded."""
+    return list(
+        session.scalars(
+            select(Job)
+            .options(undefer(Job.model_bytes))
+            .where(Job.device_id == device_id, Job.kind == "network", Job.status == "done")
+            .order_by(Job.id)
+        )
+    )

@@ -1,0 +1,107 @@
+"""Campaign and job schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from fdiot.settings import get_settings
+from models.opspace import OP_TYPES
+
+# Bound on an error message an agent may post (a Python traceback fits easily).
+MAX_ERROR_CHARS = 20_000
+# Seeds are stored as BIGINT and fed to numpy's generator.
+MAX_SEED = 2**62
+
+
+class OpConfigIn(BaseModel):
+    op_type: str
+    config: dict[str, Any]
+
+
+class CampaignCreate(BaseModel):
+    """``samples`` is bounded by ``FDIOT_MAX_CAMPAIGN_SAMPLES``; ``op_types`` default to all."""
+
+    op_types: list[str] | None = Field(default=None, min_length=1, max_length=len(OP_TYPES))
+    samples: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    # Explicit configurations to measure besides the sampled ones (validated against the op space).
+    configs: list[OpConfigIn] | None = Field(default=None, max_length=10_000)
+
+    @field_validator("op_types")
+    @classmethod
+    def _known_op_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        unknown = [t for t in value if t not in OP_TYPES]
+        if unknown:
+            raise ValueError(f"unknown op types {unknown}; known: {', '.join(OP_TYPES)}")
+        return list(dict.fromkeys(value))  # drop repeats, keep order
+
+    @field_validator("samples")
+    @classmethod
+    def _bounded_samples(cls, value: int | None) -> int | None:
+        limit = get_settings().max_campaign_samples
+        if value is not None and value > limit:
+            raise ValueError(f"at most {limit} samples per campaign (FDIOT_MAX_CAMPAIGN_SAMPLES)")
+        return value
+
+
+class CampaignRead(BaseModel):
+    id: int
+    device_id: int
+    status: str
+    op_types: list[str]
+    plan: dict[str, int]
+    seed: int
+    samples_requested: int
+    samples_done: int
+    jobs_total: int
+    jobs_done: int
+    jobs_failed: int
+    job_ids: list[int]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobRead(BaseModel):
+    id: int
+    kind: str
+    status: str
+    device_id: int
+    campaign_id: int | None
+    name: str | None
+    model_sha256: str | None
+    configs_total: int
+    error: str | None
+    result: dict[str, Any] | None
+    attempts: int
+    created_at: datetime
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+
+class AgentJobRead(BaseModel):
+    """What an agent needs to run a job; ``done_indices`` lets a re-run skip measured configs."""
+
+    id: int
+    kind: str
+    device_id: int
+    status: str
+    attempts: int
+    configs: list[dict[str, Any]]
+    done_indices: list[int]
+    model_sha256: str | None
+    name: str | None
+
+
+class JobComplete(BaseModel):
+    result: dict[str, Any] | None = None
+
+
+class JobFail(BaseModel):
+    error: str = Field(min_length=1, max_length=MAX_ERROR_CHARS)

@@ -1,0 +1,242 @@
+"""Campaigns, network benchmarks and the agent's job lifecycle.
+
+Rows first, messages after commit: every ``bench.run`` is buffered with
+:func:`server.db.send_after_commit` and leaves only once the request's transaction has committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from fastapi import HTTPException, status
+from sqlalchemy import func
+from sqlalchemy.orm import Session
+
+from fdiot.settings import Settings
+from models.features import TFLiteParseError, parse_tflite
+from models.opspace import OP_TYPES, ConfigError, validate_config
+from server.auth.service import Principal
+from server.db import send_after_commit
+from server.devices.service import device_or_404
+from server.errors import conflict, field_error, not_found
+from server.jobs import repository
+from server.jobs.planning import plan_campaign
+from server.jobs.schemas import AgentJobRead, CampaignCreate, CampaignRead, JobRead
+from server.samples.repository import done_indices
+from server.tables import Campaign, Device, Job
+from server.timemodels.service import request_fit
+from worker.queues import BENCH_RUN, device_queue
+
+# A campaign without ``samples`` profiles this many ops: enough for a first tree per op type on
+# the types that dominate real networks (conv, depthwise, dense get ~100 each), about 10 minutes
+# on a phone core.
+DEFAULT_CAMPAIGN_SAMPLES = 1000
+# Seeds drawn for campaigns without one: 31 bits, printable and reproducible.
+SEED_BITS = 31
+
+
+def enqueue_job(session: Session, job: Job) -> None:
+    """Send ``bench.run(job.id)`` to the device's queue once this transaction commits."""
+    send_after_commit(session, BENCH_RUN, (job.id,), device_queue(job.device_id))
+
+
+def create_campaign(
+    session: Session, settings: Settings, device_id: int, body: CampaignCreate
+) -> Campaign:
+    """Plan a campaign, store it and its jobs, and queue the jobs (after commit)."""
+    device = device_or_404(session, device_id)
+    extra: list[tuple[str, dict[str, Any]]] = []
+    for i, item in enumerate(body.configs or []):
+        if item.op_type not in OP_TYPES:
+            raise field_error(
+                ("body", "configs", i, "op_type"), f"unknown op type {item.op_type!r}"
+            )
+        try:
+            extra.append((item.op_type, validate_config(item.op_type, item.config)))
+        except ConfigError as exc:
+            raise field_error(("body", "configs", i, "config", exc.field), exc.message) from exc
+    op_types = body.op_types or list(OP_TYPES)
+    samples = body.samples if body.samples is not None else DEFAULT_CAMPAIGN_SAMPLES
+    if body.configs and body.samples is None and body.op_types is None:
+        samples = 0  # only the explicit configurations (plus the invoke overhead)
+    seed = body.seed if body.seed is not None else secrets.randbits(SEED_BITS)
+    plan = plan_campaign(op_types, samples, seed, settings.campaign_job_size, extra)
+    campaign = repository.add_campaign(
+        session,
+        device_id=device.id,
+        op_types=sorted(plan.counts, key=list(OP_TYPES).index),
+        plan=plan.counts,
+        samples_requested=plan.total_samples,
+        seed=seed,
+    )
+    for configs in plan.jobs:
+        job = repository.add_job(
+            session, kind="ops", device_id=device.id, campaign_id=campaign.id, configs=configs
+        )
+        enqueue_job(session, job)
+    return campaign
+
+
+def campaign_read(session: Session, campaign: Campaign) -> CampaignRead:
+    progress = repository.campaign_progress(session, campaign.id)
+    return CampaignRead(
+        id=campaign.id,
+        device_id=campaign.device_id,
+        status=campaign.status,
+        op_types=campaign.op_types,
+        plan=campaign.plan,
+        seed=campaign.seed,
+        samples_requested=campaign.samples_requested,
+        samples_done=progress.samples_done,
+        jobs_total=progress.jobs_total,
+        jobs_done=progress.jobs_done,
+        jobs_failed=progress.jobs_failed,
+        job_ids=progress.job_ids,
+        created_at=campaign.created_at,
+        finished_at=campaign.finished_at,
+    )
+
+
+def campaign_or_404(session: Session, campaign_id: int) -> Campaign:
+    campaign = repository.get_campaign(session, campaign_id)
+    if campaign is None:
+        raise not_found("campaign", campaign_id)
+    return campaign
+
+
+def create_benchmark(session: Session, device_id: int, content: bytes, name: str | None) -> Job:
+    """Store an uploaded network as a ``network`` job and queue it (after commit)."""
+    device = device_or_404(session, device_id)
+    try:
+        parse_tflite(content)
+    except TFLiteParseError as exc:
+        raise field_error(("body", "file"), f"not a TFLite model: {exc}") from exc
+    job = repository.add_job(
+        session,
+        kind="network",
+        device_id=device.id,
+        model_bytes=content,
+        model_sha256=hashlib.sha256(content).hexdigest(),
+        model_name=name,
+    )
+    enqueue_job(session, job)
+    return job
+
+
+def job_read(job: Job) -> JobRead:
+    return JobRead(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        device_id=job.device_id,
+        campaign_id=job.campaign_id,
+        name=job.model_name,
+        model_sha256=job.model_sha256,
+        configs_total=len(job.configs or []),
+        error=job.error,
+        result=job.result,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        enqueued_at=job.enqueued_at,
+        started_at=job.started_at,
+        heartbeat_at=job.heartbeat_at,
+        finished_at=job.finished_at,
+    )
+
+
+def job_or_404(session: Session, job_id: int, *, for_update: bool = False) -> Job:
+    job = repository.get_job(session, job_id, for_update=for_update)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def check_agent_owns(principal: Principal, device: Device) -> None:
+    """403 when an agent token reports for a device registered by another agent."""
+    if (
+        principal.kind == "agent"
+        and device.agent_token_id is not None
+        and device.agent_token_id != principal.token_id
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"device {device.id} is served by another agent"
+        )
+
+
+def agent_job(session: Session, job_id: int, principal: Principal) -> tuple[Job, Device]:
+    """The job and its device, after checking the calling agent serves that device."""
+    job = job_or_404(session, job_id, for_update=True)
+    device = device_or_404(session, job.device_id)
+    check_agent_owns(principal, device)
+    return job, device
+
+
+def agent_job_read(session: Session, job: Job) -> AgentJobRead:
+    return AgentJobRead(
+        id=job.id,
+        kind=job.kind,
+        device_id=job.device_id,
+        status=job.status,
+        attempts=job.attempts,
+        configs=job.configs or [],
+        done_indices=done_indices(session, job.id),
+        model_sha256=job.model_sha256,
+        name=job.model_name,
+    )
+
+
+def _refuse_finished(job: Job) -> None:
+    if job.status in ("done", "failed"):
+        raise conflict(f"job {job.id} is already {job.status}")
+
+
+def start_job(session: Session, job: Job) -> None:
+    """Mark the job running and count the attempt; 409 when it already finished."""
+    _refuse_finished(job)
+    job.status = "running"
+    job.attempts += 1
+    job.started_at = func.now()
+    job.heartbeat_at = func.now()
+    job.error = None
+    session.flush()  # load the database's timestamps back into the row
+
+
+def heartbeat_job(session: Session, job: Job) -> None:
+    """Record that the job's agent reported just now."""
+    job.heartbeat_at = func.now()
+    if job.status == "queued":  # samples from an agent that never called start
+        job.status = "running"
+        job.started_at = func.now()
+    session.flush()
+
+
+def _after_job_finished(session: Session, job: Job) -> None:
+    if job.campaign_id is not None:
+        finished = repository.finish_campaign_if_complete(session, job.campaign_id)
+        if finished is not None:
+            request_fit(session, job.device_id)
+
+
+def complete_job(session: Session, job: Job, result: dict[str, Any] | None) -> None:
+    """Mark the job done with its result; finishing a campaign's last job asks for a fit."""
+    _refuse_finished(job)
+    job.status = "done"
+    job.result = result
+    job.error = None
+    job.finished_at = func.now()
+    job.heartbeat_at = func.now()
+    session.flush()
+    _after_job_finished(session, job)
+
+
+def fail_job(session: Session, job: Job, error: str) -> None:
+    """Mark the job failed with the agent's error message."""
+    _refuse_finished(job)
+    job.status = "failed"
+    job.error = error
+    job.finished_at = func.now()
+    job.heartbeat_at = func.now()
+    session.flush()
+    _after_job_finished(session, job)

@@ -1,0 +1,48 @@
+"""Time model schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class OpTypeModel(BaseModel):
+    """One op type's tree (JSON) and its readable rules."""
+
+    tree: Any
+    rules: Any
+
+
+class ModelRead(BaseModel):
+    device_id: int
+    version: int
+    trained_at: datetime
+    sample_count: int
+    overhead_ms: float | None
+    metrics: dict[str, Any]
+    op_types: dict[str, OpTypeModel]
+
+
+class VersionRead(BaseModel):
+    version: int
+    trained_at: datetime
+    sample_count: int
+    metrics: dict[str, Any]
+
+
+class OpPrediction(BaseModel):
+    index: int
+    op_type: str
+    config: dict[str, Any]
+    predicted_ms: float
+    fallback: bool
+
+
+class Prediction(BaseModel):
+    device_id: int
+    version: int
+    total_ms: float
+    overhead_ms: float
+    ops: list[OpPrediction]

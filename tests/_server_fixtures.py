@@ -1,0 +1,133 @@
+"""Fixtures of the server and worker tests: an in-process TestClient on the real app (real
+PostgreSQL, real Redis), tokens, and a fresh device per test so that no state leaks between tests.
+
+Imported by the test modules (not a conftest: the lead owns ``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from fdiot.settings import Settings
+
+
+@pytest.fixture
+def client(migrated: Settings) -> Iterator[TestClient]:
+    from server.db import reset_engine
+    from server.main import app
+
+    reset_engine()  # the engine follows the stack this session started
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def broker(migrated: Settings) -> redis.Redis:
+    assert migrated.redis_url is not None
+    return redis.Redis.from_url(migrated.redis_url)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_token(client: TestClient, admin_token: str, kind: str) -> str:
+    response = client.post(
+        "/tokens", json={"kind": kind, "name": f"{kind}-{uuid.uuid4().hex[:6]}"},
+        headers=auth(admin_token),
+    )
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+def device_body(name: str | None = None, threads: int = 1) -> dict[str, Any]:
+    return {
+        "name": name or f"test-{uuid.uuid4().hex[:8]}",
+        "kind": "local",
+        "host": "testhost",
+        "execution_config": {
+            "runtime": "litert",
+            "runtime_version": "2.3.0",
+            "delegate": "xnnpack",
+            "threads": threads,
+            "core_mask": "1",
+        },
+    }
+
+
+@pytest.fixture
+def agent_token(client: TestClient, admin_token: str) -> str:
+    return make_token(client, admin_token, "agent")
+
+
+@pytest.fixture
+def client_token(client: TestClient, admin_token: str) -> str:
+    return make_token(client, admin_token, "client")
+
+
+@pytest.fixture
+def device(client: TestClient, agent_token: str) -> dict[str, Any]:
+    """A fresh device registered by ``agent_token``'s agent."""
+    response = client.post("/devices", json=device_body(), headers=auth(agent_token))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# Synthetic-but-realistic latencies for tests that need many samples without a device: an
+# XNNPACK-like core at ~10 GFLOP/s that computes output channels in tiles of 16 (the step seen in
+# shared/evidence/conv_channel_steps.csv), ~5 GB/s of memory bandwidth, 20 us per op.
+SYNTHETIC_FLOPS_PER_MS = 10e9 / 1000
+SYNTHETIC_BYTES_PER_MS = 5e9 / 1000
+SYNTHETIC_OP_MS = 0.02
+SYNTHETIC_TILE = 16
+
+
+def synthetic_sample(index: int, op_type: str, config: dict[str, Any], seed: int = 0) -> dict:
+    import math
+
+    import numpy as np
+
+    from models.features import cost_features
+
+    features = cost_features(op_type, config)
+    width = int(config.get("cout", config.get("units", config.get("c", 1))) or 1)
+    tiled = math.ceil(width / SYNTHETIC_TILE) * SYNTHETIC_TILE / width
+    moved = features["input_bytes"] + features["output_bytes"] + features["param_bytes"]
+    median_ms = (
+        SYNTHETIC_OP_MS
+        + features["flops"] * tiled / SYNTHETIC_FLOPS_PER_MS
+        + moved / SYNTHETIC_BYTES_PER_MS
+    )
+    noise = float(np.random.default_rng([seed, index]).normal(1.0, 0.02))
+    median_ms *= noise
+    return {
+        "index": index,
+        "op_type": op_type,
+        "config": config,
+        "features": features,
+        "latency": {
+            "median_ms": median_ms,
+            "p10_ms": median_ms * 0.98,
+            "p90_ms": median_ms * 1.03,
+            "std_ms": median_ms * 0.02,
+            "runs": 50,
+        },
+        "environment": {"runtime": "synthetic", "host": "test"},
+    }
+
+
+def tiny_tflite() -> bytes:
+    """A real single-conv .tflite (written by the agent's flatbuffer builder, no TensorFlow)."""
+    from agent.builder import build_op_model
+    from models.opspace import validate_config
+
+    config = validate_config("conv2d", {"h": 8, "cin": 4, "cout": 8, "kh": 3})
+    return build_op_model("conv2d", config)

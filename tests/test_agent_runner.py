@@ -1,0 +1,271 @@
+"""Measurement in a child process with real LiteRT timings, the environment record, device
+discovery and the benchmark_model parser. Assertions are on behaviour, never on durations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.builder import build_op_model
+from agent.devices import (
+    AdbRunner,
+    adb_devices,
+    local_device,
+    parse_adb_devices,
+    parse_benchmark_output,
+    ssh_devices,
+)
+from agent.environment import environment_info, execution_config, runtime_binary_sha256
+from agent.runner import (
+    LatencyStats,
+    MeasurementChild,
+    MeasurementError,
+    latency_stats,
+    measure_configs,
+    measure_tflite,
+)
+from fdiot.settings import Settings
+
+CONV: dict[str, Any] = {
+    "h": 16,
+    "w": 16,
+    "cin": 8,
+    "cout": 8,
+    "kh": 3,
+    "kw": 3,
+    "stride": 1,
+    "padding": "same",
+    "activation": "relu",
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """A short but complete protocol: warm-up, run count and minimum time all in play."""
+    return Settings(
+        home=tmp_path,
+        warmup_runs=2,
+        min_runs=20,
+        min_time_s=0.02,
+        max_remeasure=1,
+        child_timeout_s=60.0,
+    )
+
+
+@pytest.fixture
+def child(settings: Settings) -> Iterator[MeasurementChild]:
+    with MeasurementChild(settings) as measurement_child:
+        yield measurement_child
+
+
+@pytest.fixture(scope="module")
+def conv_model() -> bytes:
+    return build_op_model("conv2d", CONV)
+
+
+def _assert_valid(stats: LatencyStats, settings: Settings) -> None:
+    assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert stats.std_ms >= 0
+    assert stats.runs >= settings.min_runs
+    assert 1 <= stats.attempts <= 1 + settings.max_remeasure
+
+
+def test_measurement_gives_positive_ordered_stats(
+    child: MeasurementChild, settings: Settings, conv_model: bytes
+) -> None:
+    stats = child.measure(conv_model)
+    _assert_valid(stats, settings)
+    assert set(stats.to_dict()) == {"median_ms", "p10_ms", "p90_ms", "std_ms", "runs"}
+
+
+def test_child_is_pinned_to_one_core(child: MeasurementChild, settings: Settings) -> None:
+    assert child.pid is not None
+    assert os.sched_getaffinity(child.pid) == {child.core}
+    assert child.core == max(os.sched_getaffinity(0))  # default: the last core
+
+
+def test_min_time_extends_the_run_count(settings: Settings) -> None:
+    # A ~microsecond op needs far more than min_runs invokes to fill min_time_s.
+    stats = measure_tflite(build_op_model("invoke_overhead", {}), settings=settings)
+    assert stats.runs > settings.min_runs
+
+
+def test_wide_spread_is_remeasured_then_flagged(settings: Settings, conv_model: bytes) -> None:
+    strict = settings.model_copy(update={"max_spread": -1.0, "max_remeasure": 2})
+    stats = measure_tflite(conv_model, settings=strict)
+    assert stats.spread_ok is False
+    assert stats.attempts == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV])
+def test_killed_child_fails_one_measurement_then_restarts(
+    settings: Settings, conv_model: bytes, signum: signal.Signals
+) -> None:
+    slow = settings.model_copy(update={"min_time_s": 60.0, "child_timeout_s": 120.0})
+    with MeasurementChild(slow) as child:
+        first_pid = child.pid
+        assert first_pid is not None
+        killer = threading.Timer(1.0, os.kill, args=(first_pid, signum))
+        killer.start()
+        with pytest.raises(MeasurementError) as failure:
+            child.measure(conv_model)
+        killer.join()
+        assert failure.value.crashed
+        assert signal.Signals(signum).name in failure.value.reason
+
+        child.settings = settings  # back to a short protocol on the same object
+        _assert_valid(child.measure(conv_model), settings)
+        assert child.pid not in (None, first_pid)
+
+
+def test_garbage_bytes_fail_clearly_and_child_survives(
+    child: MeasurementChild, settings: Settings, conv_model: bytes
+) -> None:
+    pid = child.pid
+    with pytest.raises(MeasurementError, match="not a valid Flatbuffer") as failure:
+        child.measure(b"\x00garbage" * 64)
+    assert not failure.value.crashed
+    assert child.pid == pid
+    _assert_valid(child.measure(conv_model), settings)
+
+
+def test_per_model_timeout_kills_and_recovers(settings: Settings, conv_model: bytes) -> None:
+    hanging = settings.model_copy(update={"min_time_s": 60.0, "child_timeout_s": 1.0})
+    with MeasurementChild(hanging) as child:
+        with pytest.raises(MeasurementError, match="timed out") as failure:
+            child.measure(conv_model)
+        assert failure.value.crashed
+        child.settings = settings
+        _assert_valid(child.measure(conv_model), settings)
+
+
+def test_memory_limit_fails_the_model_not_the_agent(settings: Settings) -> None:
+    limited = settings.model_copy(update={"child_memory_bytes": 1 << 30})  # 1 GiB
+    # Input and output of 1 GiB each cannot fit in a 1 GiB address space.
+    huge = build_op_model("relu", {"h": 1, "w": 16384, "c": 16384})
+    with MeasurementChild(limited) as child:
+        with pytest.raises(MeasurementError):
+            child.measure(huge)
+        _assert_valid(child.measure(build_op_model("relu", {"h": 8, "w": 8, "c": 8})), settings)
+
+
+def test_measure_configs_yields_in_order_with_failures_inline(
+    child: MeasurementChild, settings: Settings
+) -> None:
+    bad = {**CONV, "kh": 40, "padding": "valid"}
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("conv2d", CONV),
+        ("conv2d", bad),
+        ("add", {"h": 8, "w": 8, "c": 4, "broadcast": 1}),
+    ]
+    results = list(measure_configs(configs, child))
+    assert [r[0] for r in results] == [0, 1, 2]
+    assert isinstance(results[1][4], MeasurementError)
+    for index in (0, 2):
+        _, op_type, config, features, stats = results[index]
+        assert (op_type, config) == configs[index]
+        assert isinstance(stats, LatencyStats)
+        _assert_valid(stats, settings)
+        assert features["flops"] > 0 and features["output_bytes"] > 0
+
+
+def test_latency_stats_from_known_times() -> None:
+    stats = latency_stats([1_000_000] * 9 + [2_000_000], max_spread=0.25)
+    assert stats.median_ms == 1.0 and stats.runs == 10
+    assert stats.p90_ms == pytest.approx(1.1)
+    with pytest.raises(ValueError):
+        latency_stats([], max_spread=0.25)
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def test_execution_config_and_environment(settings: Settings, conv_model: bytes) -> None:
+    config = execution_config(settings)
+    assert config["runtime"] == "litert" and config["delegate"] == "xnnpack"
+    assert config["runtime_version"] == "2.3.0"
+    core = max(os.sched_getaffinity(0))
+    assert config["core_mask"] == hex(1 << core)
+    info = environment_info(conv_model, settings)
+    assert info["cpu_affinity"] == [core]
+    assert len(info["model_sha256"]) == 64
+    assert info["runtime_sha256"] == runtime_binary_sha256() and info["runtime_sha256"]
+    assert info["temperature_c"] is None or info["temperature_c"] > 0
+    assert {"governor", "host", "threads", "runtime_version"} <= set(info)
+
+
+# ---------------------------------------------------------------------------- devices
+
+# Captured from LiteRT's benchmark_model (TFLite 2.x, with percentiles on the stats lines).
+BENCHMARK_OUTPUT = """\
+INFO: STARTING!
+INFO: Graph: [/data/local/tmp/fdiot_ab.tflite]
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+INFO: The input model file size (MB): 24.6229
+INFO: Initialized session in 119.515ms.
+INFO: Running benchmark for at least 5 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=9 first=87112 curr=51629 min=51629 max=87112 avg=58147.4 std=11478 p5=51629 median=51962 p95=87112
+
+INFO: Running benchmark for at least 1000 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=1000 first=52162 curr=49785 min=49088 max=686105 avg=63743.2 std=60716 p5=49620 median=51891 p95=68628
+
+INFO: Inference timings in us: Init: 119515, First inference: 87112, Warmup (avg): 58147.4, Inference (avg): 63743.2
+INFO: Memory footprint delta from the start of the tool (MB): init=55.4961 overall=55.4961
+"""  # noqa: E501  (captured lines keep their length)
+
+# An older build: no percentiles, exponent notation for large averages.
+OLD_BENCHMARK_OUTPUT = """\
+count=50 first=2990275 curr=2913402 min=2727568 max=3189954 avg=2.95034e+06 std=109798
+
+Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, Inference (avg): 2.95034e+06
+"""  # noqa: E501
+
+
+def test_parse_benchmark_output_with_percentiles() -> None:
+    timings = parse_benchmark_output(BENCHMARK_OUTPUT)
+    assert timings.init_us == 119515 and timings.first_inference_us == 87112
+    assert timings.warmup_avg_us == 58147.4 and timings.inference_avg_us == 63743.2
+    assert timings.count == 1000  # the timed runs' line, not the warm-up's
+    assert (timings.p5_us, timings.median_us, timings.p95_us) == (49620, 51891, 68628)
+    stats = timings.latency_stats(max_spread=0.25)
+    assert stats.median_ms == pytest.approx(51.891) and stats.runs == 1000
+    assert stats.p10_ms == pytest.approx(49.620) and stats.p90_ms == pytest.approx(68.628)
+    assert stats.spread_ok is False  # (68.6 - 49.6) / 51.9 = 0.37
+
+
+def test_parse_benchmark_output_without_percentiles() -> None:
+    timings = parse_benchmark_output(OLD_BENCHMARK_OUTPUT)
+    assert timings.inference_avg_us == pytest.approx(2.95034e6) and timings.median_us is None
+    stats = timings.latency_stats(max_spread=0.25)
+    assert stats.p10_ms <= stats.median_ms <= stats.p90_ms and stats.spread_ok
+    with pytest.raises(ValueError, match="Inference timings"):
+        parse_benchmark_output("ERROR: Failed to load model")
+
+
+def test_device_discovery(settings: Settings) -> None:
+    local = local_device(settings)
+    assert local.kind == "local" and local.execution_config == execution_config(settings)
+    assert set(local.to_dict()) == {"name", "kind", "host", "execution_config"}
+    listing = (
+        "List of devices attached\n"
+        "R58M123ABC  device usb:1-1 product:panther model:Pixel_7 device:panther transport_id:3\n"
+        "emulator-5554 offline transport_id:1\n"
+    )
+    (phone,) = parse_adb_devices(listing)
+    assert phone.kind == "adb" and phone.extra["serial"] == "R58M123ABC"
+    assert phone.name == "Pixel_7-R58M123ABC"
+    boards = ssh_devices(["pi@rpi4.lab", "jetson.lab"])
+    assert [b.name for b in boards] == ["pi@rpi4.lab", "jetson.lab"]
+    assert isinstance(adb_devices(), list)  # [] here: no adb on the development host
+
+
+def test_remote_benchmark_command(settings: Settings) -> None:
+    command = AdbRunner("R58M123ABC", settings, cores=[4, 5, 6, 7]).benchmark_command("/m.tflite")
+    assert command.startswith("taskset f0 /data/local/tmp/benchmark_model --graph=/m.tflite")
+    assert f"--num_threads={settings.threads}" in command and "--use_xnnpack=true" in command

@@ -1,0 +1,39 @@
+"""The benchmark zoo: a fixed set of real networks that build and convert to valid TFLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import zoo
+
+# Two of the cheapest networks to build and convert (a few seconds each).
+CHEAP = ("mlp_784_512_256", "har_conv1d_128x9")
+
+
+def test_zoo_covers_the_families_the_issue_asks_for() -> None:
+    assert len(zoo.NETWORKS) >= 16
+    assert {spec.family for spec in zoo.NETWORKS.values()} == set(zoo.FAMILIES)
+    assert all(spec.holdout for spec in zoo.NETWORKS.values())
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_cheap_networks_convert_to_tflite_and_are_cached(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zoo, "cache_dir", lambda: tmp_path)
+    flatbuffer = zoo.build_tflite(name)
+    assert flatbuffer[4:8] == zoo.TFLITE_MAGIC
+    cached = list(tmp_path.glob(f"{name}-z{zoo.ZOO_VERSION}-tf*.tflite"))
+    assert len(cached) == 1
+    assert cached[0].read_bytes() == flatbuffer
+    # A second call is served from the cache, byte for byte.
+    assert zoo.build_tflite(name) == flatbuffer
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
+    interpreter.allocate_tensors()
+    (input_detail,) = interpreter.get_input_details()
+    assert input_detail["shape"][0] == 1  # batch-1 inputs, as edge inference runs

@@ -1,0 +1,111 @@
+"""The ``fdiot`` command line without a running farm: help, argument validation, and a clear
+error (never a traceback) when the server cannot be reached.
+
+The commands that talk to a running farm are exercised in tests/test_agent_daemon.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fdiot.cli import app
+from fdiot.client import FarmClient, FarmError
+from fdiot.settings import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def dead_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A loopback URL where nothing listens, set as FDIOT_URL with a fresh, empty FDIOT_HOME."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"  # the port is free again once the socket closes
+    monkeypatch.setenv("FDIOT_URL", url)
+    monkeypatch.setenv("FDIOT_HOME", str(tmp_path))
+    monkeypatch.delenv("FDIOT_TOKEN", raising=False)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def test_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("up", "down", "agent", "devices", "profile", "bench", "predict", "models"):
+        assert command in result.output
+    assert runner.invoke(app, ["token", "--help"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["profile"],  # --device is required
+        ["profile", "--device", "not-a-number"],
+        ["profile", "--device", "1", "--samples", "0"],
+        ["bench", "--device", "1"],  # MODEL is required
+        ["predict", "model.tflite"],  # --device is required
+        ["models"],
+        ["token", "create", "--kind", "agent"],  # --name is required
+    ],
+)
+def test_bad_arguments_exit_with_usage_error(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_token_kind_is_checked(dead_url: str) -> None:
+    result = runner.invoke(app, ["token", "create", "--kind", "admin", "--name", "x"])
+    assert result.exit_code == 2
+    assert "agent or client" in result.output
+
+
+def test_missing_model_file_is_reported(dead_url: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.tflite"
+    for command in ("bench", "predict"):
+        result = runner.invoke(app, [command, "--device", "1", str(missing)])
+        assert result.exit_code == 2
+        assert "not a file" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["devices"],
+        ["devices", "--json"],
+        ["profile", "--device", "1", "--samples", "10"],
+        ["models", "--device", "1", "--json"],
+        ["token", "create", "--kind", "client", "--name", "someone"],
+    ],
+)
+def test_unreachable_server_gives_a_clear_error(dead_url: str, args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "cannot reach the farm server" in result.output
+    assert dead_url in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_bench_uploads_nothing_when_server_is_down(dead_url: str, tmp_path: Path) -> None:
+    model = tmp_path / "tiny.tflite"
+    model.write_bytes(b"TFL3 not really a model")
+    result = runner.invoke(app, ["bench", "--device", "1", "--json", str(model)])
+    assert result.exit_code == 1
+    assert "cannot reach the farm server" in result.output
+
+
+def test_client_raises_farm_error_with_status_zero(dead_url: str) -> None:
+    with (
+        FarmClient(base_url=dead_url, token="t", retry_for_s=0.0) as client,
+        pytest.raises(FarmError) as caught,
+    ):
+        client.devices()
+    assert caught.value.status_code == 0
+    assert dead_url in caught.value.detail

@@ -1,0 +1,154 @@
+"""The server-side tasks run as plain functions against the real database and Redis:
+the reconciler re-sends lost messages and requeues silent jobs; the fit makes a model version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from fdiot.settings import Settings
+from tests._server_fixtures import (  # noqa: F401  (fixtures)
+    agent_token,
+    auth,
+    broker,
+    client,
+    client_token,
+    device,
+    synthetic_sample,
+)
+
+pytestmark = pytest.mark.stack
+
+
+def _campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict:
+    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(token))
+    assert response.status_code == 202, response.text
+    result: dict = response.json()
+    return result
+
+
+def _age_jobs(job_ids: list[int], column: str, seconds: int) -> None:
+    from server.db import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        session.execute(
+            text(f"UPDATE jobs SET {column} = now() - make_interval(secs => :s) WHERE id = ANY(:ids)"),
+            {"s": seconds, "ids": job_ids},
+        )
+        session.commit()
+
+
+def test_reconcile_resends_a_lost_message_once(
+    client: TestClient, client_token: str, device: dict[str, Any], broker: redis.Redis,
+    migrated: Settings,
+) -> None:
+    from worker.broker import pending_job_ids
+    from worker.tasks import run_reconcile
+
+    queue = f"device.{device['id']}"
+    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=10)
+    job_ids = campaign["job_ids"]
+    assert pending_job_ids(broker, queue) == set(job_ids)
+
+    # Messages that are only waiting in the queue are not lost, however old.
+    _age_jobs(job_ids, "enqueued_at", 10 * migrated.reconcile_after_s)
+    run_reconcile()
+    assert broker.llen(queue) == len(job_ids)
+
+    broker.delete(queue)  # Redis lost the messages
+    run_reconcile()
+    assert pending_job_ids(broker, queue) == set(job_ids)
+    assert broker.llen(queue) == len(job_ids)  # each re-sent exactly once
+    job = client.get(f"/jobs/{job_ids[0]}").json()
+    assert job["status"] == "queued"
+
+
+def test_reconcile_requeues_a_silent_running_job(
+    client: TestClient,
+    client_token: str,
+    agent_token: str,
+    device: dict[str, Any],
+    broker: redis.Redis,
+    migrated: Settings,
+) -> None:
+    from worker.broker import pending_job_ids
+    from worker.tasks import run_reconcile
+
+    queue = f"device.{device['id']}"
+    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=3)
+    job_id = campaign["job_ids"][0]
+    broker.delete(queue)  # the agent took the message...
+    client.post(f"/agent/jobs/{job_id}/start", headers=auth(agent_token))
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "running"
+    run_reconcile()
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "running"  # still heard from
+
+    _age_jobs([job_id], "heartbeat_at", 2 * migrated.job_stale_after_s)  # ...and died
+    run_reconcile()
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    assert job_id in pending_job_ids(broker, queue)
+
+
+def test_reconcile_finishes_campaigns(
+    client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
+) -> None:
+    from server.db import get_sessionmaker
+    from worker.tasks import run_reconcile
+
+    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
+    with get_sessionmaker()() as session:
+        # Finished behind the API's back (as when two agents end the last jobs concurrently).
+        session.execute(
+            text("UPDATE jobs SET status = 'done' WHERE campaign_id = :c"), {"c": campaign["id"]}
+        )
+        session.commit()
+    run_reconcile()
+    assert client.get(f"/campaigns/{campaign['id']}").json()["status"] == "done"
+
+
+def test_fit_task_makes_a_model_version(
+    client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
+) -> None:
+    """Synthetic-but-realistic conv2d/fully_connected/add samples posted through the API, then
+    ``timemodel.fit``'s body run directly: version 1 with metrics, served by GET /models."""
+    pytest.importorskip("models.timemodel")
+    from worker.tasks import run_fit
+
+    campaign = _campaign(
+        client,
+        client_token,
+        device["id"],
+        op_types=["conv2d", "fully_connected", "add"],
+        samples=120,
+        seed=11,
+    )
+    agent = auth(agent_token)
+    for job_id in campaign["job_ids"]:
+        job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
+        samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
+        assert client.post(
+            f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
+        ).status_code == 200
+        client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
+
+    version = run_fit(device["id"])
+    if version is None:  # a farm fit worker in this session took the request first
+        import time
+
+        deadline = time.monotonic() + 120
+        while client.get(f"/models/{device['id']}").status_code == 404:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    model = client.get(f"/models/{device['id']}").json()
+    assert model["version"] >= 1
+    assert model["sample_count"] == campaign["samples_requested"]
+    assert {"conv2d", "fully_connected", "add"} <= set(model["op_types"])
+    assert model["op_types"]["conv2d"]["rules"]
+    assert "networks" in model["metrics"]
+    assert run_fit(device["id"]) is None  # nothing new: no new version
+    versions = client.get(f"/models/{device['id']}/versions").json()
+    assert [v["version"] for v in versions] == [model["version"]]

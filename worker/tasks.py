@@ -1,0 +1,161 @@
+"""Server-side Celery tasks: ``timemodel.fit`` (queue ``fit``) and ``jobs.reconcile`` (queue
+``control``, every ``reconcile_every_s`` from beat).
+
+Each task is a thin wrapper around a plain function (:func:`run_fit`, :func:`run_reconcile`)
+that opens its own session, commits once, and sends follow-up messages only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import func, select
+
+from fdiot.celery_config import FIT_TIME_LIMIT_S, JOBS_RECONCILE, TIMEMODEL_FIT, device_queue
+from fdiot.settings import get_settings
+from server.db import commit_and_send, get_sessionmaker
+from server.devices.repository import clear_fit_request, list_devices
+from server.jobs import repository as jobs_repository
+from server.jobs.service import enqueue_job
+from server.timemodels.service import request_fit, request_fit_if_due
+from worker.broker import pending_job_ids
+from worker.celery_app import FIT_TIME_LIMITS_S, celery_app
+
+log = logging.getLogger(__name__)
+
+# A job whose agent went silent this many times is failed instead of requeued: it most likely
+# kills whatever runs it.
+MAX_JOB_ATTEMPTS = 3
+
+
+def _redis() -> redis.Redis:
+    url = get_settings().redis_url
+    if url is None:
+        raise RuntimeError("REDIS_URL is not set and no embedded stack is running")
+    return redis.Redis.from_url(url)
+
+
+def fit_lock_name(device_id: int) -> str:
+    return f"lock:fit:{device_id}"
+
+
+def run_fit(device_id: int) -> int | None:
+    """Fit and store a new model version of ``device_id``; returns the version number, or None
+    when another fit holds the device's lock or no new sample arrived."""
+    lock = _redis().lock(fit_lock_name(device_id), timeout=FIT_TIME_LIMIT_S, blocking=False)
+    if not lock.acquire():
+        log.info("fit of device %s already running; skipped", device_id)
+        return None
+    from worker.fitting import fit_device  # the tree code loads only in the fit worker
+
+    version_number: int | None = None
+    try:
+        with get_sessionmaker()() as session:
+            version = fit_device(session, device_id)
+            version_number = None if version is None else version.version
+            session.commit()
+    finally:
+        with get_sessionmaker()() as session:
+            # Samples that arrived during the fit may already make the next one due.
+            clear_fit_request(session, device_id)
+            request_fit_if_due(session, device_id)
+            commit_and_send(session)
+        lock.release()
+    log.info("device %s: model version %s", device_id, version_number)
+    return version_number
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconciler pass did (job, campaign and device ids)."""
+
+    resent: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    campaigns_finished: list[int] = field(default_factory=list)
+    fits_requested: list[int] = field(default_factory=list)
+
+
+def run_reconcile() -> ReconcileReport:
+    """One pass of the reconciler (docs/internals.md, ``jobs.reconcile``).
+
+    Re-sends queued jobs whose message is older than ``reconcile_after_s`` and is neither waiting
+    in the device's queue nor being run; hands running jobs silent for ``job_stale_after_s`` back
+    to the queue (or fails them after :data:`MAX_JOB_ATTEMPTS`); finishes campaigns whose jobs all
+    ended; asks for fits that are due.
+    """
+    settings = get_settings()
+    report = ReconcileReport()
+    broker = _redis()
+    with get_sessionmaker()() as session:
+        now = session.scalar(select(func.now()))
+        assert now is not None
+        pending_by_queue: dict[str, set[int]] = {}
+
+        def message_pending(device_id: int, job_id: int) -> bool:
+            queue = device_queue(device_id)
+            if queue not in pending_by_queue:
+                pending_by_queue[queue] = pending_job_ids(broker, queue)
+            return job_id in pending_by_queue[queue]
+
+        lost_before = now - timedelta(seconds=settings.reconcile_after_s)
+        for job in jobs_repository.lost_queued_jobs(session, lost_before):
+            if message_pending(job.device_id, job.id):
+                continue
+            job.enqueued_at = now
+            enqueue_job(session, job)
+            report.resent.append(job.id)
+
+        stale_before = now - timedelta(seconds=settings.job_stale_after_s)
+        for job in jobs_repository.stale_running_jobs(session, stale_before):
+            if job.attempts >= MAX_JOB_ATTEMPTS:
+                job.status = "failed"
+                job.error = (
+                    f"agent went silent for {settings.job_stale_after_s} s"
+                    f" on {job.attempts} attempts"
+                )
+                job.finished_at = now
+                report.failed.append(job.id)
+                continue
+            job.status = "queued"
+            job.enqueued_at = now
+            if not message_pending(job.device_id, job.id):
+                enqueue_job(session, job)
+            report.requeued.append(job.id)
+        session.flush()
+
+        devices_with_finished_campaigns: set[int] = set()
+        for campaign_id in jobs_repository.running_campaign_ids(session):
+            campaign = jobs_repository.finish_campaign_if_complete(session, campaign_id)
+            if campaign is not None:
+                report.campaigns_finished.append(campaign.id)
+                devices_with_finished_campaigns.add(campaign.device_id)
+
+        for device in list_devices(session):
+            requested = (
+                request_fit(session, device.id)
+                if device.id in devices_with_finished_campaigns
+                else request_fit_if_due(session, device.id)
+            )
+            if requested:
+                report.fits_requested.append(device.id)
+        commit_and_send(session)
+    if any(asdict(report).values()):
+        log.info("reconcile: %s", report)
+    return report
+
+
+@celery_app.task(name=TIMEMODEL_FIT, ignore_result=True, **FIT_TIME_LIMITS_S)  # type: ignore[untyped-decorator]  # celery is untyped
+def fit_task(device_id: int) -> int | None:
+    """``timemodel.fit(device_id)``: a new model version from all the device's samples."""
+    return run_fit(device_id)
+
+
+@celery_app.task(name=JOBS_RECONCILE, ignore_result=True)  # type: ignore[untyped-decorator]  # celery is untyped
+def reconcile_task() -> dict[str, Any]:
+    """``jobs.reconcile()``: re-send lost messages, requeue stale jobs, finish campaigns, fit."""
+    return asdict(run_reconcile())
