@@ -37,6 +37,8 @@ SSH_WORK_DIR = "/tmp"
 _Z_P90 = 1.2816
 # Seconds a remote benchmark may run (benchmark_model's own --max_secs defaults to 150).
 _REMOTE_TIMEOUT_S = 300.0
+# `adb devices -l` answers within a second; a hung adb server must not stall discovery.
+_ADB_LIST_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,11 @@ def adb_devices() -> list[DeviceSpec]:
         return []
     try:
         listing = subprocess.run(
-            [adb, "devices", "-l"], capture_output=True, text=True, timeout=30, check=True
+            [adb, "devices", "-l"],
+            capture_output=True,
+            text=True,
+            timeout=_ADB_LIST_TIMEOUT_S,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return []

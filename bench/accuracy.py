@@ -50,7 +50,8 @@ NETWORK_JOB_TIMEOUT_S = 600.0
 # Fixed seed of the offline campaign plan and baselines, so two offline runs profile the same ops.
 OFFLINE_SEED = 1
 
-console = Console()
+# Wide enough for the network table when the output is a file or a pipe (rich assumes 80).
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 JSON = dict[str, Any]
 
@@ -117,10 +118,10 @@ def op_counts(flatbuffer: bytes) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def _total_ms(prediction: Any) -> float:
-    """A ``predict_network`` answer's total in ms (a mapping with ``total_ms``, or a number)."""
+    """A ``predict_network`` answer's total in ms (a NetworkPrediction, or the API's mapping)."""
     if isinstance(prediction, Mapping):
         return float(prediction["total_ms"])
-    return float(prediction)
+    return float(prediction.total_ms)
 
 
 def fit_baselines(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
     table.add_column("ours ms", justify="right")
     table.add_column("ours err %", justify="right")
     for name in baseline_names:
-        table.add_column(f"{name} err %", justify="right")
+        table.add_column(f"{name} err %", justify="right", overflow="fold")
     for r in results:
         cells = [
             r.name,
@@ -212,7 +213,7 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
         f"samples used: {run.get('sample_count')}; "
         f"device minutes: {_minutes(run.get('campaign_wall_s'))} wall, "
         f"{_minutes(run.get('timed_runs_s'))} in timed runs; "
-        f"model version: {run.get('model_version')}"
+        f"model version: {run.get('model_version', 'fitted in process (offline)')}"
     )
     document: JSON = {
         "run": run,
@@ -360,17 +361,20 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                 f"campaign {campaign['id']}: {campaign['samples_requested']} op samples requested"
             )
 
+            shown: set[int] = set()
+
             def progress(state: JSON) -> None:
+                if state["jobs_done"] + state["jobs_failed"] in shown:
+                    return  # one line per finished job, not one per poll
+                shown.add(state["jobs_done"] + state["jobs_failed"])
                 console.print(
                     f"  campaign {state['id']} {state['status']}: "
                     f"{state['samples_done']}/{state['samples_requested']} samples, "
                     f"jobs {state['jobs_done']}/{state['jobs_total']} "
-                    f"({state['jobs_failed']} failed)",
-                    end="\r",
+                    f"({state['jobs_failed']} failed)"
                 )
 
             campaign = client.wait_campaign(campaign["id"], callback=progress, poll_s=5.0)
-            console.print()
             campaign_wall_s = _seconds_between(
                 campaign.get("created_at"), campaign.get("finished_at")
             )
@@ -389,7 +393,9 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             if job["status"] != "done":
                 console.print(f"[red]{name}: benchmark job {job['id']} failed: {job['error']}")
                 continue
-            latency = (job.get("result") or {}).get("latency") or {}
+            # internals.md nests the statistics under "latency"; the agent also sends them flat.
+            job_result = job.get("result") or {}
+            latency = job_result.get("latency") or job_result
             prediction = client.predict(device_id, flatbuffer, name=f"{name}.tflite")
             result = NetworkResult(
                 name=name,
@@ -442,17 +448,20 @@ def _slug(value: object) -> str:
 
 def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[NetworkResult], JSON]:
     """Plan, measure and fit op samples here, then measure and predict the networks."""
-    from models.timemodel import fit_device_model
-
     from agent.runner import LatencyStats, MeasurementChild, measure_configs
+    from fdiot.settings import get_settings
     from models.features import parse_tflite
     from models.opspace import OP_TYPES
+    from models.timemodel import fit_device_model
     from server.jobs.planning import plan_campaign
-    from server.jobs.service import DEFAULT_CAMPAIGN_SAMPLES
 
     seed = args.seed if args.seed is not None else OFFLINE_SEED
-    samples_requested = args.samples if args.samples is not None else DEFAULT_CAMPAIGN_SAMPLES
-    plan = plan_campaign(list(OP_TYPES), samples_requested, seed, job_size=samples_requested)
+    settings = get_settings()
+    # The same default budget and plan as a campaign created through the API.
+    samples_requested = (
+        args.samples if args.samples is not None else settings.default_campaign_samples
+    )
+    plan = plan_campaign(list(OP_TYPES), samples_requested, seed, settings.campaign_job_size)
     configs = [(c["op_type"], c["config"]) for job in plan.jobs for c in job]
     console.print(f"offline campaign: {len(configs)} op samples, plan {plan.counts}")
     samples: list[JSON] = []
@@ -481,7 +490,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 }
             )
             if len(samples) % 50 == 0:
-                console.print(f"  {len(samples)}/{len(configs)} samples", end="\r")
+                console.print(f"  {len(samples)}/{len(configs)} samples measured")
         campaign_wall_s = time.monotonic() - started
         console.print(
             f"measured {len(samples)} samples ({failures} failed) in {campaign_wall_s:.0f} s"
@@ -553,6 +562,8 @@ def _start_farm(home: str | None) -> subprocess.Popen[bytes]:
             raise RuntimeError(f"fdiot up exited with {proc.returncode}; see {log_path}")
         try:
             if httpx.get(f"{settings.url}/healthz", timeout=2.0).status_code == 200:
+                # `fdiot up` may have just made the stack file and admin token: read them anew.
+                get_settings.cache_clear()
                 return proc
         except httpx.HTTPError:
             pass

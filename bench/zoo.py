@@ -30,7 +30,7 @@ FAMILIES = ("mobile_cnn", "plain_cnn", "residual", "sensor_conv1d", "rnn", "mlp"
 # Families kept out of fitting and used for validation: all of them (the fit sees op samples only).
 HOLDOUT_FAMILIES = frozenset(FAMILIES)
 
-# Bump when a network definition changes: part of the cache key with the TensorFlow version.
+# Bump when a builder's code changes (parameter changes are caught by definition_key).
 ZOO_VERSION = 1
 # Fixed seed so that the zoo's weights (and hence the .tflite bytes) are reproducible.
 _SEED = 0
@@ -294,22 +294,24 @@ NETWORKS: dict[str, NetworkSpec] = {
         "residual", _resnet(96, 32, (64, 128, 256), 1), "ResNet-10 96px 64-128-256"
     ),
     # 1-D sensor convnets on accelerometer/gyro windows.
-    "har_conv1d_128x9": NetworkSpec(
-        "sensor_conv1d", _conv1d(128, 9, (64, 64, 128), 5), "HAR Conv1D 128x9"
+    "har_conv1d_512x9": NetworkSpec(
+        "sensor_conv1d", _conv1d(512, 9, (64, 128, 128, 256), 5), "HAR Conv1D 512x9 k5"
     ),
-    "har_conv1d_256x6": NetworkSpec(
-        "sensor_conv1d", _conv1d(256, 6, (32, 64, 128, 256), 7), "Conv1D 256x6 k7"
+    "har_conv1d_1024x6": NetworkSpec(
+        "sensor_conv1d", _conv1d(1024, 6, (32, 64, 128, 256), 7), "Conv1D 1024x6 k7"
     ),
     "deepsense_like": NetworkSpec(
-        "sensor_conv1d", _deepsense_like(64, 2, 3, 32, 64), "DeepSense-like conv + GRU"
+        "sensor_conv1d", _deepsense_like(128, 3, 3, 64, 128), "DeepSense-like conv + GRU"
     ),
     # LSTM/GRU sensing models.
     "lstm_64x2_seq128": NetworkSpec("rnn", _rnn("lstm", 128, 9, (64, 64)), "2x LSTM 64, 128x9"),
-    "gru_128_seq64": NetworkSpec("rnn", _rnn("gru", 64, 32, (128,)), "GRU 128, 64x32"),
+    "gru_256_seq128": NetworkSpec("rnn", _rnn("gru", 128, 32, (256,)), "GRU 256, 128x32"),
     "lstm_256_seq64": NetworkSpec("rnn", _rnn("lstm", 64, 16, (256,)), "LSTM 256, 64x16"),
     "gru_32x3_seq100": NetworkSpec("rnn", _rnn("gru", 100, 6, (32, 32, 32)), "3x GRU 32, 100x6"),
     # MLPs.
-    "mlp_784_512_256": NetworkSpec("mlp", _mlp(784, (512, 256), 10), "MLP 784-512-256-10"),
+    "mlp_3072_2048_1024x2": NetworkSpec(
+        "mlp", _mlp(3072, (2048, 1024, 1024), 100), "MLP 3072-2048-1024-1024-100"
+    ),
     "mlp_1024_2048x2": NetworkSpec(
         "mlp", _mlp(1024, (2048, 2048), 1000), "MLP 1024-2048-2048-1000"
     ),
@@ -344,13 +346,28 @@ def cache_dir() -> Path:
 
 
 def _tf_version() -> str:
+    """The installed TensorFlow's version, read from package metadata (no TensorFlow import)."""
+    from importlib import metadata
+
+    for distribution in ("tensorflow", "tensorflow-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(distribution)
     import tensorflow as tf
 
     return str(tf.__version__)
 
 
+def definition_key(name: str) -> str:
+    """A short hash of a network's definition: its builder and the builder's parameters, so that
+    changing a network's widths or sizes never serves a stale cached file."""
+    build_fn = NETWORKS[name].build_fn
+    cells = tuple(cell.cell_contents for cell in build_fn.__closure__ or ())
+    text = f"{ZOO_VERSION}:{build_fn.__qualname__}:{cells!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def cache_path(name: str, tf_version: str) -> Path:
-    return cache_dir() / f"{name}-z{ZOO_VERSION}-tf{tf_version}.tflite"
+    return cache_dir() / f"{name}-{definition_key(name)}-tf{tf_version}.tflite"
 
 
 def convert(model: Any) -> bytes:

@@ -8,9 +8,8 @@ the runtime executes; a Keras 3 LSTM/GRU (a ``WHILE`` loop) comes back as one ``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +37,9 @@ _LSTM_GATES = 4
 _GRU_GATES = 3
 
 
-def _features(flops: float, input_elems: float, output_elems: float, params: float) -> dict[str, float]:
+def _features(
+    flops: float, input_elems: float, output_elems: float, params: float
+) -> dict[str, float]:
     return {
         "flops": float(flops),
         "input_bytes": float(input_elems * FLOAT32_BYTES),
@@ -86,7 +87,9 @@ def cost_features(op_type: str, config: Mapping[str, Any]) -> dict[str, float]:
         return _features(0, n, n, 0)
     if op_type == "pad":
         p = c["pad"]
-        return _features(0, c["h"] * c["w"] * c["c"], (c["h"] + 2 * p) * (c["w"] + 2 * p) * c["c"], 0)
+        return _features(
+            0, c["h"] * c["w"] * c["c"], (c["h"] + 2 * p) * (c["w"] + 2 * p) * c["c"], 0
+        )
     if op_type == "softmax":
         n = c["rows"] * c["c"]
         return _features(_SOFTMAX_FLOPS_PER_ELEMENT * n, n, n, 0)
@@ -96,7 +99,7 @@ def cost_features(op_type: str, config: Mapping[str, Any]) -> dict[str, float]:
     if op_type in ("lstm", "gru"):
         gates = _LSTM_GATES if op_type == "lstm" else _GRU_GATES
         u, cin, t = c["units"], c["cin"], c["seq_len"]
-        # Kernel (cin x gates*u), recurrent kernel (u x gates*u) and bias; Keras 3 GRU has two biases.
+        # Kernel (cin x gates*u), recurrent kernel (u x gates*u), bias; Keras 3 GRU has two biases.
         biases = 2 if op_type == "gru" else 1
         weights = gates * u * (cin + u) + biases * gates * u
         macs = t * gates * u * (cin + u)
@@ -108,7 +111,7 @@ def cost_features(op_type: str, config: Mapping[str, Any]) -> dict[str, float]:
 
 
 def tiled_flops(flops: float, width: int, tile: int) -> float:
-    """FLOPs as if ``width`` were rounded up to a multiple of ``tile`` (kernels compute whole tiles)."""
+    """FLOPs as if ``width`` were rounded up to a multiple of ``tile`` (kernels run whole tiles)."""
     if width <= 0:
         return 0.0
     return float(flops) * (math.ceil(width / tile) * tile) / width
@@ -134,7 +137,6 @@ class OpInstance:
     tflite_op: str
     fallback: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,8 +199,14 @@ class _Graph:
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() < model.BuffersLength() else None
-            data = buffer.DataAsNumpy().tobytes() if buffer is not None and buffer.DataLength() else b""
+            buffer = (
+                model.Buffers(tensor.Buffer()) if tensor.Buffer() < model.BuffersLength() else None
+            )
+            data = (
+                buffer.DataAsNumpy().tobytes()
+                if buffer is not None and buffer.DataLength()
+                else b""
+            )
             self.tensors.append(_Tensor(shape, int(tensor.Type()), bool(data), data))
         self.inputs = [int(i) for i in graph.InputsAsNumpy()] if graph.InputsLength() else []
         self.ops: list[_Op] = []
@@ -230,7 +238,7 @@ def _options(op: _Op, cls: Any) -> Any:
 
 
 def _fold(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(h, w, c) of a tensor: NHWC with the batch folded into h; other ranks: h=1, w=rest, c=last."""
+    """(h, w, c) of a tensor: NHWC with batch folded into h; other ranks: h=1, w=rest, c=last."""
     if len(shape) == 4:
         return shape[0] * shape[1], shape[2], shape[3]
     if not shape:
@@ -278,8 +286,17 @@ def _known_config(op: _Op) -> tuple[str, dict[str, Any]] | None:
             return None
         cout, kh, kw, _ = weights.shape
         stride = int(opts.StrideW() if h == 1 else opts.StrideH()) if opts else 1
-        config = {"h": h, "w": w, "cin": cin, "cout": cout, "kh": kh, "kw": kw, "stride": stride,
-                  "padding": _padding(opts), "activation": _activation(opts)}
+        config = {
+            "h": h,
+            "w": w,
+            "cin": cin,
+            "cout": cout,
+            "kh": kh,
+            "kw": kw,
+            "stride": stride,
+            "padding": _padding(opts),
+            "activation": _activation(opts),
+        }
         return "conv2d", config
     if name == "DEPTHWISE_CONV_2D":
         opts = _options(op, tflite.DepthwiseConv2DOptions)
@@ -289,9 +306,17 @@ def _known_config(op: _Op) -> tuple[str, dict[str, Any]] | None:
             return None
         _, kh, kw, cout = weights.shape
         stride = int(opts.StrideW() if h == 1 else opts.StrideH()) if opts else 1
-        config = {"h": h, "w": w, "cin": cin, "multiplier": max(1, cout // max(1, cin)), "kh": kh,
-                  "kw": kw, "stride": stride, "padding": _padding(opts),
-                  "activation": _activation(opts)}
+        config = {
+            "h": h,
+            "w": w,
+            "cin": cin,
+            "multiplier": max(1, cout // max(1, cin)),
+            "kh": kh,
+            "kw": kw,
+            "stride": stride,
+            "padding": _padding(opts),
+            "activation": _activation(opts),
+        }
         return "depthwise_conv2d", config
     if name == "FULLY_CONNECTED":
         opts = _options(op, tflite.FullyConnectedOptions)
@@ -300,27 +325,42 @@ def _known_config(op: _Op) -> tuple[str, dict[str, Any]] | None:
             return None
         cout, cin = weights.shape
         rows = max(1, _first(op).elements // max(1, cin))
-        return "fully_connected", {"rows": rows, "cin": cin, "cout": cout,
-                                   "activation": _activation(opts)}
+        return "fully_connected", {
+            "rows": rows,
+            "cin": cin,
+            "cout": cout,
+            "activation": _activation(opts),
+        }
     if name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
         opts = _options(op, tflite.Pool2DOptions)
         h, w, c = _fold(_first(op).shape)
         if opts is None:
             return None
         stride = int(opts.StrideW() if h == 1 else opts.StrideH())
-        config = {"h": h, "w": w, "c": c, "kh": int(opts.FilterHeight()),
-                  "kw": int(opts.FilterWidth()), "stride": stride, "padding": _padding(opts)}
+        config = {
+            "h": h,
+            "w": w,
+            "c": c,
+            "kh": int(opts.FilterHeight()),
+            "kw": int(opts.FilterWidth()),
+            "stride": stride,
+            "padding": _padding(opts),
+        }
         return ("max_pool2d" if name == "MAX_POOL_2D" else "avg_pool2d"), config
     if name == "MEAN":
         h, w, c = _fold(_first(op).shape)
         return "mean", {"h": h, "w": w, "c": c}
     if name in _ELEMENTWISE:
-        a, b = (op.inputs + [None, None])[:2]
+        a, b = [*op.inputs, None, None][:2]
         if a is None or b is None:
             return None
         h, w, c = _fold(op.outputs[0].shape)
-        return _ELEMENTWISE[name], {"h": h, "w": w, "c": c,
-                                    "broadcast": int(a.elements != b.elements)}
+        return _ELEMENTWISE[name], {
+            "h": h,
+            "w": w,
+            "c": c,
+            "broadcast": int(a.elements != b.elements),
+        }
     if name == "CONCATENATION":
         parts = [t for t in op.inputs if t is not None]
         opts = _options(op, tflite.ConcatenationOptions)
@@ -349,7 +389,9 @@ def _known_config(op: _Op) -> tuple[str, dict[str, Any]] | None:
     if name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
         opts = _options(op, tflite.UnidirectionalSequenceLSTMOptions)
         shape = _first(op).shape
-        weights = op.inputs[4] if len(op.inputs) > 4 else None  # input-to-output weights [units, cin]
+        weights = (
+            op.inputs[4] if len(op.inputs) > 4 else None
+        )  # input-to-output weights [units, cin]
         if len(shape) != 3 or weights is None or len(weights.shape) != 2:
             return None
         seq_len = shape[0] if opts is not None and opts.TimeMajor() else shape[1]
@@ -406,7 +448,14 @@ def _load_graphs(data: bytes) -> list[_Graph]:
         return [_Graph(model, i) for i in range(count)]
     except TFLiteParseError:
         raise
-    except (struct.error, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+    except (
+        struct.error,
+        IndexError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+    ) as exc:
         raise TFLiteParseError(f"malformed TFLite model: {exc}") from exc
 
 
@@ -445,7 +494,9 @@ def parse_tflite(data: bytes) -> list[OpInstance]:
         extra.update(links)
         features = cost_features(*known) if known is not None else _generic_features(op)
         out.append(
-            OpInstance(index, op.name.lower(), config, features, op.name, fallback=True, extra=extra)
+            OpInstance(
+                index, op.name.lower(), config, features, op.name, fallback=True, extra=extra
+            )
         )
     return out
 

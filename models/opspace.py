@@ -69,7 +69,7 @@ MAX_TENSOR_BYTES = 64 * 1024 * 1024
 # Bytes per float32 element (all ops are profiled in float32).
 FLOAT32_BYTES = 4
 
-# Variable ranges (inclusive). Widths up to 4096 cover the widest dense layers of keras.applications.
+# Variable ranges (inclusive). Widths up to 4096 cover the widest dense layers of keras.applications
 WIDTH = (1, 4096)
 SPATIAL = (1, 512)
 KERNEL = (1, 11)
@@ -297,7 +297,7 @@ _MAX_ELEMENTS = 2_000_000
 
 
 def _width(rng: np.random.Generator, low: int, high: int) -> int:
-    """A channel width in [low, high]: powers of two, multiples of 8, or pruned-looking odd widths."""
+    """A channel width in [low, high]: powers of two, multiples of 8 or odd (pruned) widths."""
     low, high = max(1, low), max(1, max(low, high))
     value = math.exp(rng.uniform(math.log(low), math.log(high + 1)))
     kind = rng.random()
@@ -312,10 +312,7 @@ def _width(rng: np.random.Generator, low: int, high: int) -> int:
 
 def _stage(rng: np.random.Generator) -> tuple[int, int, int]:
     """A realistic (h, w, typical max channels) triple: few channels when spatial is large."""
-    if rng.random() < 0.8:
-        h = int(rng.choice(_STAGE_SIZES))
-    else:
-        h = int(rng.integers(7, 225))
+    h = int(rng.choice(_STAGE_SIZES)) if rng.random() < 0.8 else int(rng.integers(7, 225))
     # Channels double as spatial halves: ~64 at 224, ~2048 at 7 (ResNet/MobileNet stages).
     max_c = int(np.clip(14336 / h, 32, 2048))
     return h, h, max_c
@@ -402,7 +399,11 @@ def _sample_one(op_type: str, rng: np.random.Generator) -> dict[str, Any]:
     if op_type in ("hard_swish", "logistic", "tanh", "relu", "relu6"):
         return {"h": h, "w": w, "c": c}
     if op_type in ("lstm", "gru"):
-        seq = int(2 ** rng.uniform(3, 8)) if rng.random() < 0.6 else int(rng.choice((16, 32, 64, 128)))
+        seq = (
+            int(2 ** rng.uniform(3, 8))
+            if rng.random() < 0.6
+            else int(rng.choice((16, 32, 64, 128)))
+        )
         return {"seq_len": seq, "cin": _width(rng, 1, 256), "units": _width(rng, 8, 512)}
     if op_type == "invoke_overhead":
         return {}
@@ -543,20 +544,23 @@ def channel_sweep_configs(
     return out
 
 
-def _relative_residuals(op_type: str, samples: Sequence[Mapping[str, Any]], seed: int) -> np.ndarray:
+def _relative_residuals(
+    op_type: str, samples: Sequence[Mapping[str, Any]], seed: int
+) -> np.ndarray:
     """Cross-validated relative error of each sample under a quick tree fit (|pred - y| / y)."""
     from sklearn.model_selection import KFold
 
-    from models.timemodel import build_design, make_regressor
+    from models.timemodel import build_design, fit_weights, make_regressor
 
     X, y, names = build_design(op_type, samples)
     errors = np.zeros(len(y))
     if len(y) < 10:
         return errors
+    weights = fit_weights(y, 0.0)
     folds = KFold(n_splits=min(5, len(y) // 2), shuffle=True, random_state=seed)
     for train, test in folds.split(X):
         reg = make_regressor(op_type, names, cv=0, seed=seed)
-        reg.fit(X[train], y[train])
+        reg.fit(X[train], y[train], sample_weight=weights[train])
         errors[test] = np.abs(reg.predict(X[test]) - y[test]) / y[test]
     return errors
 
@@ -583,10 +587,16 @@ def adaptive_configs(
         errors = _relative_residuals(op_type, own, seed) if own else np.zeros(0)
     else:
         errors = np.asarray(relative_errors, dtype=float)
-    if len(own) < 10 or errors.size != len(own) or not np.any(errors > 0) or op_type not in SWEEP_VARIABLE:
+    if (
+        len(own) < 10
+        or errors.size != len(own)
+        or not np.any(errors > 0)
+        or op_type not in SWEEP_VARIABLE
+    ):
         return sample_configs(op_type, n, seed + 104729)
     var = SWEEP_VARIABLE[op_type]
-    worst = np.argsort(-errors)[: max(1, min(len(own), n))]
+    # Focus on the worst quarter of the samples (at most n of them).
+    worst = np.argsort(-errors)[: max(1, min(len(own) // 4, n))]
     out: list[dict[str, Any]] = []
     seen = {tuple(sorted(dict(s["config"]).items())) for s in own}
     attempts = 0

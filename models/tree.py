@@ -52,8 +52,8 @@ def _batched_sse(G: np.ndarray, b: np.ndarray, yy: np.ndarray) -> np.ndarray:
     trace = np.trace(G, axis1=1, axis2=2)
     ridge = (_RIDGE * np.maximum(trace, 1e-300) / p)[:, None, None] * np.eye(p)
     beta = np.linalg.solve(G + ridge, b[..., None])[..., 0]
-    sse: np.ndarray = yy - np.einsum("kp,kp->k", beta, b)
-    return np.maximum(sse, 0.0)
+    sse: np.ndarray = np.maximum(yy - np.einsum("kp,kp->k", beta, b), 0.0)
+    return sse
 
 
 class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
@@ -154,11 +154,10 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             return sample_weight.astype(float)
         # Relative error is undefined at y = 0: floor the denominator at 0.1% of the mean |y|.
         floor = max(1e-3 * float(np.mean(np.abs(y))) if y.size else 1.0, 1e-300)
-        return sample_weight / np.maximum(np.abs(y), floor) ** 2
+        weights: np.ndarray = sample_weight / np.maximum(np.abs(y), floor) ** 2
+        return weights
 
-    def fit(
-        self, X: Any, y: Any, sample_weight: Any = None
-    ) -> TreeLinearRegressor:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> TreeLinearRegressor:
         """Grow the tree on ``X`` (n_samples, n_features) and targets ``y`` and prune it by CV.
 
         Parameters
@@ -314,7 +313,9 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         # Among equally good strengths prefer the strongest pruning (the smaller tree).
         best = float(np.min(errors))
         tolerance = 1e-9 * max(best, 1e-300)
-        return float(max(a for a, e in zip(_ALPHA_GRID, errors, strict=True) if e <= best + tolerance))
+        return float(
+            max(a for a, e in zip(_ALPHA_GRID, errors, strict=True) if e <= best + tolerance)
+        )
 
     # ----------------------------------------------------------------------------- predicting
     def predict(self, X: Any) -> np.ndarray:
@@ -504,5 +505,10 @@ def _prune_cost(node: Node, alpha: float) -> tuple[Node, float]:
     left, left_cost = _prune_cost(node["left"], alpha)
     right, right_cost = _prune_cost(node["right"], alpha)
     if left_cost + right_cost < leaf_cost:
-        return {**as_leaf, "split": node["split"], "left": left, "right": right}, left_cost + right_cost
+        return {
+            **as_leaf,
+            "split": node["split"],
+            "left": left,
+            "right": right,
+        }, left_cost + right_cost
     return as_leaf, leaf_cost

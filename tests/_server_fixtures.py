@@ -39,7 +39,8 @@ def auth(token: str) -> dict[str, str]:
 
 def make_token(client: TestClient, admin_token: str, kind: str) -> str:
     response = client.post(
-        "/tokens", json={"kind": kind, "name": f"{kind}-{uuid.uuid4().hex[:6]}"},
+        "/tokens",
+        json={"kind": kind, "name": f"{kind}-{uuid.uuid4().hex[:6]}"},
         headers=auth(admin_token),
     )
     assert response.status_code == 201, response.text
@@ -90,7 +91,9 @@ SYNTHETIC_OP_MS = 0.02
 SYNTHETIC_TILE = 16
 
 
-def synthetic_sample(index: int, op_type: str, config: dict[str, Any], seed: int = 0) -> dict:
+def synthetic_sample(
+    index: int, op_type: str, config: dict[str, Any], seed: int = 0
+) -> dict[str, Any]:
     import math
 
     import numpy as np

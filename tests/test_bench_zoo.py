@@ -9,7 +9,7 @@ import pytest
 from bench import zoo
 
 # Two of the cheapest networks to build and convert (a few seconds each).
-CHEAP = ("mlp_784_512_256", "har_conv1d_128x9")
+CHEAP = ("har_conv1d_512x9", "vgg_w16_64")
 
 
 def test_zoo_covers_the_families_the_issue_asks_for() -> None:
@@ -25,7 +25,7 @@ def test_cheap_networks_convert_to_tflite_and_are_cached(
     monkeypatch.setattr(zoo, "cache_dir", lambda: tmp_path)
     flatbuffer = zoo.build_tflite(name)
     assert flatbuffer[4:8] == zoo.TFLITE_MAGIC
-    cached = list(tmp_path.glob(f"{name}-z{zoo.ZOO_VERSION}-tf*.tflite"))
+    cached = list(tmp_path.glob(f"{name}-{zoo.definition_key(name)}-tf*.tflite"))
     assert len(cached) == 1
     assert cached[0].read_bytes() == flatbuffer
     # A second call is served from the cache, byte for byte.
@@ -37,3 +37,16 @@ def test_cheap_networks_convert_to_tflite_and_are_cached(
     interpreter.allocate_tensors()
     (input_detail,) = interpreter.get_input_details()
     assert input_detail["shape"][0] == 1  # batch-1 inputs, as edge inference runs
+
+
+def test_error_summary_counts_misses_and_shares() -> None:
+    from bench.accuracy import error_summary
+
+    # Errors in percent: two within 5%, one within 10%, one beyond, one network not predicted.
+    summary = error_summary([-4.0, 3.0, 9.5, -30.0, None])
+    assert summary["count"] == 5
+    assert summary["predicted"] == 4
+    assert summary["mape_pct"] == pytest.approx((4.0 + 3.0 + 9.5 + 30.0) / 4)
+    assert summary["within_5_pct"] == pytest.approx(40.0)
+    assert summary["within_10_pct"] == pytest.approx(60.0)
+    assert summary["max_error_pct"] == pytest.approx(30.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
+from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from models.tree import TreeLinearRegressor
@@ -32,3 +32,75 @@ def _expected_failed_checks(estimator):
 )
 def test_sklearn_contract(estimator, check):
     check(estimator)
+
+
+NAMES = ["flops", "cout", "h"]
+
+
+def _step_data(seed=0, n=400):
+    """Time flat within 33..64 and 65..96 output channels: a 50% step at cout = 65."""
+    rng = np.random.default_rng(seed)
+    cout = rng.integers(33, 97, n)
+    h = rng.choice([14, 28], n)
+    flops = 2.0 * h * h * 64 * 9 * cout
+    tiles = np.ceil(cout / 32)
+    t = (0.5 + 0.5 * tiles) * (h / 14) ** 2 * rng.normal(1.0, 0.01, n)
+    return np.c_[flops, cout, h], t
+
+
+def test_finds_the_channel_step():
+    X, y = _step_data()
+    est = TreeLinearRegressor(
+        cost_features=["flops"], split_features=["cout", "h"], feature_names=NAMES, random_state=0
+    ).fit(X, y)
+    splits = []
+
+    def walk(node):
+        if "split" in node:
+            splits.append(node["split"])
+            walk(node["left"])
+            walk(node["right"])
+
+    walk(est.tree_)
+    assert any(s["feature"] == 1 and s["kind"] == "le" and s["value"] == 64 for s in splits)
+    assert np.mean(np.abs(est.predict(X) - y) / y) < 0.03
+    assert "cout <= 64" in est.rules()
+
+
+def test_finds_a_multiple_split():
+    rng = np.random.default_rng(1)
+    cout = rng.integers(8, 200, 600)
+    flops = cout * 1e6
+    # A kernel that is fast only on multiples of 16 channels.
+    y = flops * np.where(cout % 16 == 0, 1e-9, 2e-9) + 0.01
+    est = TreeLinearRegressor(
+        cost_features=[0], split_features=[1], min_samples_leaf=5, random_state=0
+    ).fit(np.c_[flops, cout], y)
+    assert est.tree_["split"]["kind"] == "mod" and est.tree_["split"]["value"] in (16.0,)
+    assert "x1 mod 16 == 0" in est.rules()
+
+
+def test_leaves_are_non_negative():
+    X, y = _step_data(seed=2)
+    est = TreeLinearRegressor(cost_features=[0], split_features=[1, 2], random_state=0).fit(X, y)
+    for _, leaf in est.leaves():
+        assert min(leaf["coef"]) >= 0 and leaf["intercept"] >= 0
+
+
+def test_json_round_trip_and_clone():
+    X, y = _step_data(seed=3)
+    est = TreeLinearRegressor(
+        cost_features=["flops"], split_features=["cout", "h"], feature_names=NAMES, random_state=0
+    ).fit(X, y)
+    again = TreeLinearRegressor.from_dict(json.loads(json.dumps(est.to_dict())))
+    np.testing.assert_allclose(again.predict(X), est.predict(X))
+    assert again.rules() == est.rules()
+    assert clone(est).get_params() == est.get_params()
+
+
+def test_pruning_keeps_a_linear_target_small():
+    rng = np.random.default_rng(4)
+    X = np.c_[rng.uniform(1, 100, 300), rng.integers(1, 64, 300)]
+    y = 0.3 * X[:, 0] + 1.0 + rng.normal(0, 0.05, 300)
+    est = TreeLinearRegressor(cost_features=[0], split_features=[1], random_state=0).fit(X, y)
+    assert est.n_leaves_ <= 3

@@ -1,13 +1,16 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests._server_fixtures)
 """The REST API against the real app, real PostgreSQL and real Redis (docs/internals.md)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Generator
+from typing import Any, cast
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from fdiot.settings import Settings
 from tests._server_fixtures import (  # noqa: F401  (fixtures)
@@ -46,9 +49,10 @@ def test_healthz_reports_database_and_redis(client: TestClient) -> None:
 def test_openapi_lists_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/devices/{device_id}/campaigns" in paths
-    assert "multipart/form-data" in paths["/models/{device_id}/predict"]["post"]["requestBody"][
-        "content"
-    ]
+    assert (
+        "multipart/form-data"
+        in paths["/models/{device_id}/predict"]["post"]["requestBody"]["content"]
+    )
 
 
 def test_missing_token_is_401_and_wrong_kind_is_403(
@@ -56,7 +60,9 @@ def test_missing_token_is_401_and_wrong_kind_is_403(
 ) -> None:
     assert client.post("/tokens", json={"kind": "agent", "name": "x"}).status_code == 401
     bad = auth("not-a-token")
-    assert client.post("/tokens", json={"kind": "agent", "name": "x"}, headers=bad).status_code == 401
+    assert (
+        client.post("/tokens", json={"kind": "agent", "name": "x"}, headers=bad).status_code == 401
+    )
     as_client = auth(client_token)
     assert (
         client.post("/tokens", json={"kind": "agent", "name": "x"}, headers=as_client).status_code
@@ -171,7 +177,7 @@ def test_messages_are_sent_only_after_commit(
         next(dependency)  # the request ends: commit, then send
     assert queue_length(broker, device["id"]) == jobs
 
-    failing = get_db()
+    failing = cast(Generator[Session, None, None], get_db())
     session = next(failing)
     create_campaign(session, migrated, device["id"], body)
     with pytest.raises(RuntimeError):
@@ -193,14 +199,22 @@ def test_messages_are_sent_only_after_commit(
         ({"samples": 0}, "samples"),
         ({"samples": 10**9}, "samples"),
         ({"op_types": ["conv2d", "warp_drive"]}, "op_types"),
-        ({"configs": [{"op_type": "conv2d", "config": {"h": 56, "cin": 64, "cout": 99999, "kh": 3}}]},
-         "configs.0.config.cout"),
-        ({"configs": [{"op_type": "conv2d", "config": {"h": 56, "cin": 64, "kh": 3}}]},
-         "configs.0.config.cout"),
+        (
+            {
+                "configs": [
+                    {"op_type": "conv2d", "config": {"h": 56, "cin": 64, "cout": 99999, "kh": 3}}
+                ]
+            },
+            "configs.0.config.cout",
+        ),
+        (
+            {"configs": [{"op_type": "conv2d", "config": {"h": 56, "cin": 64, "kh": 3}}]},
+            "configs.0.config.cout",
+        ),
     ],
 )
 def test_campaign_validation_names_the_field(
-    client: TestClient, client_token: str, device: dict[str, Any], body: dict, field: str
+    client: TestClient, client_token: str, device: dict[str, Any], body: dict[str, Any], field: str
 ) -> None:
     response = client.post(
         f"/devices/{device['id']}/campaigns", json=body, headers=auth(client_token)
@@ -275,7 +289,7 @@ def test_upload_over_the_limit_is_413(
     boundary = "farmboundary"
 
     def chunks():
-        yield f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; ".encode()
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '.encode()
         yield b'filename="x.tflite"\r\nContent-Type: application/octet-stream\r\n\r\n'
         for _ in range(20):
             yield b"\0" * 10_000
@@ -319,12 +333,10 @@ def test_benchmark_upload_of_a_real_tflite_makes_a_network_job(
 # -- the agent's job routes ----------------------------------------------------------------------
 
 
-def _campaign(client: TestClient, client_token: str, device_id: int, **body: Any) -> dict:
-    response = client.post(
-        f"/devices/{device_id}/campaigns", json=body, headers=auth(client_token)
-    )
+def _campaign(client: TestClient, client_token: str, device_id: int, **body: Any) -> dict[str, Any]:
+    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(client_token))
     assert response.status_code == 202, response.text
-    result: dict = response.json()
+    result: dict[str, Any] = response.json()
     return result
 
 
@@ -366,7 +378,9 @@ def test_bad_samples_are_422_naming_the_field(
     assert response.status_code == 422
     assert field_names(response) == ["samples.1.config.kh"]
     negative = {**sample, "latency": {**sample["latency"], "median_ms": -1}}
-    response = client.post(f"/agent/jobs/{job_id}/samples", json={"samples": [negative]}, headers=agent)
+    response = client.post(
+        f"/agent/jobs/{job_id}/samples", json={"samples": [negative]}, headers=agent
+    )
     assert field_names(response) == ["samples.0.latency.median_ms"]
     unknown_index = {**sample, "index": 999}
     response = client.post(
@@ -402,7 +416,9 @@ def test_job_lifecycle_finishes_the_campaign_and_requests_a_fit(
         samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
         client.post(f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent)
         if job_id == last_job:
-            response = client.post(f"/agent/jobs/{job_id}/fail", json={"error": "boom"}, headers=agent)
+            response = client.post(
+                f"/agent/jobs/{job_id}/fail", json={"error": "boom"}, headers=agent
+            )
             assert response.json()["status"] == "failed"
         else:
             response = client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
@@ -434,7 +450,9 @@ def test_fit_requests_are_deduplicated(
     for job_id in campaign["job_ids"]:
         job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
         samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
-        answer = client.post(f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent)
+        answer = client.post(
+            f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
+        )
         requested.append(answer.json()["fit_requested"])
     # One request once enough samples arrived, none for the burst after it (no fit ran meanwhile).
     assert requested.count(True) == 1

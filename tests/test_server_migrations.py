@@ -28,8 +28,8 @@ def scratch_url(stack: Settings) -> Iterator[str]:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     try:
-        yield make_url(stack.sqlalchemy_url).set(database=name).render_as_string(
-            hide_password=False
+        yield (
+            make_url(stack.sqlalchemy_url).set(database=name).render_as_string(hide_password=False)
         )
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -59,6 +59,7 @@ def test_migrations_upgrade_downgrade_upgrade(scratch_url: str) -> None:
 def test_migrated_schema_matches_the_tables(scratch_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
+
     from server import tables  # noqa: F401
     from server.db import metadata
     from server.prestart import upgrade_database

@@ -1,8 +1,10 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests._server_fixtures)
 """The server-side tasks run as plain functions against the real database and Redis:
 the reconciler re-sends lost messages and requeues silent jobs; the fit makes a model version."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -24,10 +26,10 @@ from tests._server_fixtures import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.stack
 
 
-def _campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict:
+def _campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict[str, Any]:
     response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(token))
     assert response.status_code == 202, response.text
-    result: dict = response.json()
+    result: dict[str, Any] = response.json()
     return result
 
 
@@ -36,14 +38,19 @@ def _age_jobs(job_ids: list[int], column: str, seconds: int) -> None:
 
     with get_sessionmaker()() as session:
         session.execute(
-            text(f"UPDATE jobs SET {column} = now() - make_interval(secs => :s) WHERE id = ANY(:ids)"),
+            text(
+                f"UPDATE jobs SET {column} = now() - make_interval(secs => :s) WHERE id = ANY(:ids)"
+            ),
             {"s": seconds, "ids": job_ids},
         )
         session.commit()
 
 
 def test_reconcile_resends_a_lost_message_once(
-    client: TestClient, client_token: str, device: dict[str, Any], broker: redis.Redis,
+    client: TestClient,
+    client_token: str,
+    device: dict[str, Any],
+    broker: redis.Redis,
     migrated: Settings,
 ) -> None:
     from worker.broker import pending_job_ids
@@ -130,9 +137,12 @@ def test_fit_task_makes_a_model_version(
     for job_id in campaign["job_ids"]:
         job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
         samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
-        assert client.post(
-            f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
-        ).status_code == 200
+        assert (
+            client.post(
+                f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
+            ).status_code
+            == 200
+        )
         client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
 
     version = run_fit(device["id"])
@@ -152,3 +162,87 @@ def test_fit_task_makes_a_model_version(
     assert run_fit(device["id"]) is None  # nothing new: no new version
     versions = client.get(f"/models/{device['id']}/versions").json()
     assert [v["version"] for v in versions] == [model["version"]]
+
+    # The served model predicts an uploaded network op by op (numpy only, no TensorFlow).
+    from tests._server_fixtures import tiny_tflite
+
+    response = client.post(
+        f"/models/{device['id']}/predict", files={"file": ("t.tflite", tiny_tflite())}
+    )
+    assert response.status_code == 200, response.text
+    prediction = response.json()
+    assert prediction["version"] == model["version"]
+    assert [op["op_type"] for op in prediction["ops"]] == ["conv2d"]
+    assert prediction["ops"][0]["predicted_ms"] > 0
+    assert prediction["total_ms"] == pytest.approx(
+        prediction["overhead_ms"] + prediction["ops"][0]["predicted_ms"]
+    )
+    not_tflite = client.post(f"/models/{device['id']}/predict", files={"file": ("x", b"nope" * 8)})
+    assert not_tflite.status_code == 422 and not_tflite.json()["detail"][0]["field"] == "file"
+
+    if importlib.util.find_spec("models.plots") is not None:
+        png = client.get(f"/models/{device['id']}/plots/conv2d.png")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert png.content.startswith(b"\x89PNG")
+
+
+def test_a_real_celery_worker_runs_the_reconciler(
+    client: TestClient,
+    client_token: str,
+    device: dict[str, Any],
+    broker: redis.Redis,
+    migrated: Settings,
+    tmp_path: Any,
+) -> None:
+    """``jobs.reconcile`` sent by name to queue ``control`` and run by a real Celery worker
+    (the app, its config, the task registration) re-sends a lost message."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from fdiot.celery_config import CONTROL_QUEUE, JOBS_RECONCILE
+    from worker.broker import pending_job_ids
+    from worker.celery_app import celery_app
+
+    queue = f"device.{device['id']}"
+    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
+    _age_jobs(campaign["job_ids"], "enqueued_at", 10 * migrated.reconcile_after_s)
+    broker.delete(queue)
+    log_path = tmp_path / "control-worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                CONTROL_QUEUE,
+                "-c",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "-n",
+                "control-test@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        celery_app.send_task(JOBS_RECONCILE, queue=CONTROL_QUEUE)
+        deadline = time.monotonic() + 90
+        while pending_job_ids(broker, queue) != set(campaign["job_ids"]):
+            assert worker.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

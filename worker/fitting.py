@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from models.timemodel import DeviceTimeModel, fit_device_model
 from sqlalchemy.orm import Session
 
 from models.features import TFLiteParseError, parse_tflite
+from models.timemodel import DeviceTimeModel, fit_device_model
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
 from server.tables import Job, ModelVersion
@@ -59,7 +59,7 @@ def validate_on_networks(model: DeviceTimeModel, jobs: Sequence[Job]) -> dict[st
         except TFLiteParseError:
             log.warning("network job %s no longer parses; left out of validation", job.id)
             continue
-        predicted_ms = float(model.predict_network(ops)["total_ms"])
+        predicted_ms = model.predict_network(ops).total_ms
         items.append(
             {
                 "job_id": job.id,

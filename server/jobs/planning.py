@@ -10,12 +10,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.opspace import default_campaign, sample_configs
+from models.opspace import channel_sweep_configs, default_campaign, sample_configs
 
 OVERHEAD_OP_TYPE = "invoke_overhead"
 # Every campaign measures the fixed cost of one invoke() a few times: the network prediction adds
 # it once per network, so each device model needs it even when the user asked for conv2d only.
-MIN_OVERHEAD_SAMPLES = 5
+MIN_OVERHEAD_SAMPLES = 10
+# A campaign that profiles conv2d with at least this budget also sweeps output channels densely
+# (8..128, step 1) on the DESIGN.md evidence layer: the sweep shows where time steps with width,
+# which the conv rules and the plot must show. Smaller budgets sweep every 4th width.
+DENSE_SWEEP_MIN_SAMPLES = 600
+COARSE_SWEEP_MIN_SAMPLES = 200
+COARSE_SWEEP_STEP = 4
+
+
+def conv_sweep(op_types: Sequence[str], samples: int) -> list[dict[str, Any]]:
+    """The conv2d output-channel sweep that a campaign of this size carries (maybe none)."""
+    if "conv2d" not in op_types or samples < COARSE_SWEEP_MIN_SAMPLES:
+        return []
+    step = 1 if samples >= DENSE_SWEEP_MIN_SAMPLES else COARSE_SWEEP_STEP
+    return channel_sweep_configs("conv2d", step=step)
 
 
 @dataclass(frozen=True)
@@ -45,12 +59,16 @@ def plan_campaign(
     middle of a campaign already sees all of them. ``extra_configs`` (validated by the caller)
     are measured too.
     """
-    counts = default_campaign(samples, list(op_types))
+    sweep = conv_sweep(op_types, samples)
+    counts = default_campaign(samples - len(sweep), list(op_types)) if samples else {}
     counts[OVERHEAD_OP_TYPE] = max(counts.get(OVERHEAD_OP_TYPE, 0), MIN_OVERHEAD_SAMPLES)
     counts = {op_type: n for op_type, n in counts.items() if n > 0}
     drawn: list[tuple[str, dict[str, Any]]] = []
     for op_type, n in counts.items():
         drawn.extend((op_type, config) for config in sample_configs(op_type, n, seed))
+    drawn.extend(("conv2d", config) for config in sweep)
+    if sweep:
+        counts["conv2d"] = counts.get("conv2d", 0) + len(sweep)
     random.Random(seed).shuffle(drawn)
     drawn.extend(extra_configs)
     for op_type, _config in extra_configs:

@@ -29,10 +29,6 @@ from server.tables import Campaign, Device, Job
 from server.timemodels.service import request_fit
 from worker.queues import BENCH_RUN, device_queue
 
-# A campaign without ``samples`` profiles this many ops: enough for a first tree per op type on
-# the types that dominate real networks (conv, depthwise, dense get ~100 each), about 10 minutes
-# on a phone core.
-DEFAULT_CAMPAIGN_SAMPLES = 1000
 # Seeds drawn for campaigns without one: 31 bits, printable and reproducible.
 SEED_BITS = 31
 
@@ -58,7 +54,7 @@ def create_campaign(
         except ConfigError as exc:
             raise field_error(("body", "configs", i, "config", exc.field), exc.message) from exc
     op_types = body.op_types or list(OP_TYPES)
-    samples = body.samples if body.samples is not None else DEFAULT_CAMPAIGN_SAMPLES
+    samples = body.samples if body.samples is not None else settings.default_campaign_samples
     if body.configs and body.samples is None and body.op_types is None:
         samples = 0  # only the explicit configurations (plus the invoke overhead)
     seed = body.seed if body.seed is not None else secrets.randbits(SEED_BITS)

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 class OpTypeModel(BaseModel):
     """One op type's tree (JSON) and its readable rules."""
 
-    tree: Any
-    rules: Any
+    tree: dict[str, Any] | None
+    rules: str
 
 
 class ModelRead(BaseModel):
@@ -38,6 +38,8 @@ class OpPrediction(BaseModel):
     config: dict[str, Any]
     predicted_ms: float
     fallback: bool
+    # Why an op costs nothing (fused into its producer, an alias), from the model.
+    note: str = ""
 
 
 class Prediction(BaseModel):

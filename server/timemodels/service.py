@@ -110,24 +110,19 @@ def current_version_or_404(session: Session, device_id: int) -> ModelVersion:
     return version
 
 
-def _overhead_ms(model: DeviceTimeModel) -> float | None:
-    value = getattr(model, "overhead_ms", None)
-    return float(value) if value is not None else None
-
-
 def model_read(version: ModelVersion) -> ModelRead:
     model = load_model(version)
-    trees: Mapping[str, Any] = version.tree.get("op_types", {})
+    entries: Mapping[str, Any] = version.tree.get("op_types", {})
     op_types = {
-        op_type: OpTypeModel(tree=tree, rules=model.rules(op_type))
-        for op_type, tree in trees.items()
+        op_type: OpTypeModel(tree=entry.get("tree"), rules=model.rules(op_type))
+        for op_type, entry in entries.items()
     }
     return ModelRead(
         device_id=version.device_id,
         version=version.version,
         trained_at=version.trained_at,
         sample_count=version.sample_count,
-        overhead_ms=_overhead_ms(model),
+        overhead_ms=model.overhead_ms,
         metrics=version.metrics,
         op_types=op_types,
     )
@@ -161,9 +156,9 @@ def predict_upload(session: Session, device_id: int, content: bytes) -> Predicti
     return Prediction(
         device_id=device_id,
         version=version.version,
-        total_ms=float(predicted["total_ms"]),
-        overhead_ms=float(predicted["overhead_ms"]),
-        ops=[OpPrediction.model_validate(op) for op in predicted["ops"]],
+        total_ms=predicted.total_ms,
+        overhead_ms=predicted.overhead_ms,
+        ops=[OpPrediction.model_validate(op.to_dict()) for op in predicted.ops],
     )
 
 

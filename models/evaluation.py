@@ -1,0 +1,166 @@
+"""Accuracy measures and the baselines the benchmark compares the FastDeepIoT trees against.
+
+Every model here has ``predict_network(ops) -> NetworkPrediction`` like
+:class:`models.timemodel.DeviceTimeModel`, so a benchmark can loop over them. All are fitted on the
+same Sample dicts, subtract the same invoke overhead and treat fused/aliased ops the same way;
+only the per-op regressor differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import LinearRegression
+
+from models.features import OpInstance, cost_features
+from models.opspace import OP_TYPES
+from models.timemodel import (
+    MIN_SAMPLES_FOR_TREE,
+    DeviceTimeModel,
+    NetworkPrediction,
+    _fallback_rates,
+    build_design,
+    estimate_overhead_ms,
+    fit_device_model,
+    fit_weights,
+    op_feature_vector,
+)
+
+
+def mape(measured: Sequence[float], predicted: Sequence[float]) -> float:
+    """Mean absolute percentage error as a fraction (0.05 = 5%)."""
+    m = np.asarray(measured, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    if m.shape != p.shape or m.size == 0:
+        raise ValueError("measured and predicted must be non-empty and of equal length")
+    return float(np.mean(np.abs(p - m) / m))
+
+
+def within_fraction(measured: Sequence[float], predicted: Sequence[float], tol: float) -> float:
+    """Share of predictions within ``tol`` relative error of the measurement (tol=0.1: ±10%)."""
+    m = np.asarray(measured, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    if m.shape != p.shape or m.size == 0:
+        raise ValueError("measured and predicted must be non-empty and of equal length")
+    return float(np.mean(np.abs(p - m) / m <= tol))
+
+
+class NetworkPredictor(Protocol):
+    """Anything that predicts a parsed network's latency."""
+
+    def predict_network(self, ops: Sequence[OpInstance]) -> NetworkPrediction: ...
+
+
+class _PerOpModel(DeviceTimeModel):
+    """A DeviceTimeModel whose per-op regressor is any callable (op_type, row, feats) -> ms."""
+
+    def __init__(
+        self,
+        regressors: Mapping[str, Callable[[np.ndarray, Mapping[str, float]], float]],
+        overhead_ms: float,
+        variant: str,
+        ms_per_byte: float,
+        ms_per_flop: float,
+    ) -> None:
+        super().__init__({}, overhead_ms, variant, ms_per_byte, ms_per_flop)
+        self.regressors = dict(regressors)
+
+    def predict_op(
+        self, op_type: str, config: Mapping[str, Any], features: Mapping[str, float] | None = None
+    ) -> tuple[float, bool]:
+        regressor = self.regressors.get(op_type)
+        feats = dict(features) if features is not None else None
+        if regressor is not None:
+            try:
+                if feats is None:
+                    feats = cost_features(op_type, config)
+                row = op_feature_vector(op_type, config, feats, self.variant)
+                return max(regressor(row, feats), 0.0), False
+            except (KeyError, ValueError, TypeError):
+                pass
+        return self._fallback_ms(op_type, feats or {}), True
+
+
+def _grouped(samples: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for s in samples:
+        out.setdefault(str(s["op_type"]), []).append(s)
+    return out
+
+
+def _affine_flops(a: float, b: float) -> Callable[[np.ndarray, Mapping[str, float]], float]:
+    def predict(row: np.ndarray, feats: Mapping[str, float]) -> float:
+        return a * float(feats["flops"]) + b
+
+    return predict
+
+
+def _row_regressor(estimator: Any) -> Callable[[np.ndarray, Mapping[str, float]], float]:
+    def predict(row: np.ndarray, feats: Mapping[str, float]) -> float:
+        return float(estimator.predict(row[None, :])[0])
+
+    return predict
+
+
+def fit_flops_model(samples: Sequence[Mapping[str, Any]]) -> DeviceTimeModel:
+    """Baseline: per op type ``t = a * flops + b`` by weighted least squares (relative error)."""
+    overhead = estimate_overhead_ms(samples)
+    by_type = _grouped(samples)
+    regressors: dict[str, Callable[[np.ndarray, Mapping[str, float]], float]] = {}
+    for op_type, own in by_type.items():
+        if op_type == "invoke_overhead" or op_type not in OP_TYPES or len(own) < 2:
+            continue
+        X, y, _ = build_design(op_type, own, overhead, "paper")
+        flops = X[:, 0]
+        sw = np.sqrt(fit_weights(y, overhead))
+        A = np.c_[flops, np.ones_like(flops)] * sw[:, None]
+        (a, b), *_ = np.linalg.lstsq(A, y * sw, rcond=None)
+        regressors[op_type] = _affine_flops(float(a), float(b))
+    return _PerOpModel(regressors, overhead, "paper", *_fallback_rates(by_type, overhead))
+
+
+def fit_sklearn_model(
+    samples: Sequence[Mapping[str, Any]],
+    make_estimator: Callable[[], Any],
+    variant: str = "tiled",
+) -> DeviceTimeModel:
+    """Baseline: one scikit-learn regressor per op type over :func:`op_feature_vector` rows."""
+    overhead = estimate_overhead_ms(samples)
+    by_type = _grouped(samples)
+    regressors: dict[str, Callable[[np.ndarray, Mapping[str, float]], float]] = {}
+    for op_type, own in by_type.items():
+        if op_type == "invoke_overhead" or op_type not in OP_TYPES:
+            continue
+        if len(own) < MIN_SAMPLES_FOR_TREE:
+            continue
+        X, y, _ = build_design(op_type, own, overhead, variant)
+        estimator = make_estimator()
+        estimator.fit(X, y, sample_weight=fit_weights(y, overhead))
+        regressors[op_type] = _row_regressor(estimator)
+    return _PerOpModel(regressors, overhead, variant, *_fallback_rates(by_type, overhead))
+
+
+def fit_baselines(
+    samples: Sequence[Mapping[str, Any]], *, seed: int = 0, cv: int = 5
+) -> dict[str, NetworkPredictor]:
+    """The benchmark's comparison models, all fitted on ``samples``.
+
+    ``flops`` (per-op-type a*flops+b), ``linear`` (linear regression on the tree's features),
+    ``random_forest`` (nn-Meter's choice), ``gradient_boosting``, and ``paper_tree`` (the
+    FastDeepIoT tree with the paper's cost features only).
+    """
+    paper, _ = fit_device_model(samples, variant="paper", cv=cv, seed=seed)
+    return {
+        "flops": fit_flops_model(samples),
+        "linear": fit_sklearn_model(samples, LinearRegression),
+        "random_forest": fit_sklearn_model(
+            samples, lambda: RandomForestRegressor(n_estimators=100, random_state=seed)
+        ),
+        "gradient_boosting": fit_sklearn_model(
+            samples, lambda: GradientBoostingRegressor(n_estimators=200, random_state=seed)
+        ),
+        "paper_tree": paper,
+    }

@@ -1,0 +1,512 @@
+"""Per-device execution-time model: one TreeLinearRegressor per op type plus an invoke overhead.
+
+A network's predicted time is the sum of its ops' predictions plus one per-invoke overhead, with
+what the runtime fuses or skips (XNNPACK: PAD folded into the next convolution, RELU/RELU6 folded
+into the op that produced its input, RESHAPE-like ops aliased) predicted as free or nearly free.
+Op types without a fitted tree get a fallback from the fitted bandwidth and FLOP rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
+from models.opspace import ACTIVATIONS, CONFIG_SPACE, OP_TYPES, PADDINGS
+from models.tree import TreeLinearRegressor
+
+VARIANTS: tuple[str, ...] = ("tiled", "paper")
+# Tile sizes of GEMM-style kernels tried as derived features (XNNPACK f32 kernels pack output
+# channels in 8/16/32-wide panels; conv_channel_steps.csv steps after 64 channels on this host).
+TILE_SIZES: tuple[int, ...] = (8, 16, 32)
+# The width whose rounding up to a tile changes the work, per op type.
+_TILED_WIDTH: dict[str, str] = {
+    "conv2d": "cout",
+    "depthwise_conv2d": "cin",
+    "fully_connected": "cout",
+    "lstm": "units",
+    "gru": "units",
+}
+_RECURRENT = frozenset({"lstm", "gru"})
+# Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
+MIN_OP_MS = 1e-4
+# An op type needs this many samples for its own tree; fewer are predicted by the fallback.
+MIN_SAMPLES_FOR_TREE = 12
+# Ops that only change the tensor's view: XNNPACK aliases their buffers (no copy, no kernel).
+VIEW_OPS = frozenset({"reshape", "squeeze", "expand_dims"})
+# Share of a memcpy-speed copy charged for a view op, for the cases where the buffer is copied.
+_VIEW_COST_SHARE = 0.25
+# Ops XNNPACK folds into the producer of their input (output clamp of conv/fc/element-wise).
+_CLAMP_OPS = frozenset({"relu", "relu6"})
+_CLAMP_PRODUCERS = frozenset(
+    {
+        "conv2d",
+        "depthwise_conv2d",
+        "fully_connected",
+        "add",
+        "mul",
+        "sub",
+        "max_pool2d",
+        "avg_pool2d",
+    }
+)
+_PAD_CONSUMERS = frozenset({"conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d"})
+# Bandwidth-bound op types whose fitted rate (ms per byte) prices unknown ops.
+_BANDWIDTH_OPS = ("add", "mul", "sub", "relu", "relu6", "concatenation", "pad")
+# Defaults before any sample exists: ~10 GB/s memory traffic and ~10 GFLOP/s (one mobile core).
+_DEFAULT_MS_PER_BYTE = 1e-7
+_DEFAULT_MS_PER_FLOP = 1e-7
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature vectors
+# ---------------------------------------------------------------------------------------------
+
+
+def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
+    """Columns used by the leaf models: the cost features, plus tile-rounded FLOPs if tiled.
+
+    Recurrent layers also use ``seq_len``: each loop step pays a fixed interpreter cost.
+    """
+    _check_variant(variant)
+    names = list(COST_FEATURES)
+    if op_type in _RECURRENT:
+        names.append("seq_len")
+    if variant == "tiled" and op_type in _TILED_WIDTH:
+        width = _TILED_WIDTH[op_type]
+        names += [f"flops_{width}_tile{t}" for t in TILE_SIZES]
+    return names
+
+
+def split_feature_names(op_type: str) -> list[str]:
+    """Columns splits may test: the op's configuration variables (categoricals as codes)."""
+    space = CONFIG_SPACE.get(op_type)
+    return [v.name for v in space] if space is not None else []
+
+
+def feature_names(op_type: str, variant: str = "tiled") -> list[str]:
+    """All columns of :func:`op_feature_vector` for ``op_type``: cost features then variables."""
+    return cost_feature_names(op_type, variant) + split_feature_names(op_type)
+
+
+def _code(name: str, value: Any) -> float:
+    if name == "padding":
+        return float(PADDINGS.index(value)) if value in PADDINGS else 0.0
+    if name == "activation":
+        return float(ACTIVATIONS.index(value)) if value in ACTIVATIONS else 0.0
+    return float(value)
+
+
+def op_feature_vector(
+    op_type: str,
+    config: Mapping[str, Any],
+    features: Mapping[str, float] | None = None,
+    variant: str = "tiled",
+) -> np.ndarray:
+    """The row of the design matrix of one op, in :func:`feature_names` order.
+
+    ``features`` are its cost features (computed from ``config`` when omitted). Padding is coded
+    0 = same, 1 = valid; activation 0 = none, 1 = relu, 2 = relu6.
+    """
+    feats = dict(features) if features is not None else cost_features(op_type, config)
+    row = [float(feats.get(name, 0.0)) for name in COST_FEATURES]
+    if op_type in _RECURRENT:
+        row.append(float(config.get("seq_len", 0)))
+    if variant == "tiled" and op_type in _TILED_WIDTH:
+        width_name = _TILED_WIDTH[op_type]
+        width = int(config.get(width_name, 0))
+        if op_type == "depthwise_conv2d":
+            width *= int(config.get("multiplier", 1))
+        row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
+    row += [_code(name, config.get(name, 0)) for name in split_feature_names(op_type)]
+    return np.asarray(row, dtype=float)
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+
+
+def _sample_features(sample: Mapping[str, Any]) -> dict[str, float]:
+    op_type, config = sample["op_type"], sample.get("config", {})
+    try:
+        return cost_features(op_type, config)
+    except (KeyError, ValueError, TypeError):
+        return {k: float(v) for k, v in dict(sample.get("features", {})).items()}
+
+
+def sample_latency_ms(sample: Mapping[str, Any]) -> float:
+    """The label of a Sample dict: ``latency.median_ms`` (or a flat ``median_ms``)."""
+    latency = sample.get("latency")
+    if isinstance(latency, Mapping):
+        return float(latency["median_ms"])
+    return float(sample["median_ms"])
+
+
+def build_design(
+    op_type: str,
+    samples: Sequence[Mapping[str, Any]],
+    overhead_ms: float = 0.0,
+    variant: str = "tiled",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Design matrix, op times (ms, overhead subtracted, floored) and column names of op samples."""
+    own = [s for s in samples if s.get("op_type", op_type) == op_type]
+    names = feature_names(op_type, variant)
+    X = np.array(
+        [
+            op_feature_vector(
+                op_type, s.get("config", {}), _sample_features({**s, "op_type": op_type}), variant
+            )
+            for s in own
+        ],
+        dtype=float,
+    ).reshape(len(own), len(names))
+    y = np.array([max(sample_latency_ms(s) - overhead_ms, MIN_OP_MS) for s in own], dtype=float)
+    return X, y, names
+
+
+def make_regressor(
+    op_type: str, names: Sequence[str], *, cv: int = 5, seed: int = 0, variant: str = "tiled"
+) -> TreeLinearRegressor:
+    """The tree used for ``op_type``: cost columns in the leaves, config variables in splits."""
+    costs = [n for n in cost_feature_names(op_type, variant) if n in names]
+    splits = [n for n in split_feature_names(op_type) if n in names]
+    return TreeLinearRegressor(
+        cost_features=costs,
+        split_features=splits or None,
+        feature_names=list(names),
+        max_depth=6,
+        min_samples_leaf=8,
+        min_gain=0.005,
+        cv=cv,
+        # Relative error is weighted through sample_weight (see fit_weights), not on op time.
+        relative=False,
+        random_state=seed,
+    )
+
+
+def fit_weights(op_ms: np.ndarray, overhead_ms: float) -> np.ndarray:
+    """Row weights 1 / measured**2: squared error relative to the *measured* sample latency.
+
+    Weighting by the op time alone would let ops far below the invoke overhead, whose op time is
+    mostly measurement noise, dominate the fit.
+    """
+    measured = np.asarray(op_ms, dtype=float) + overhead_ms
+    weights: np.ndarray = 1.0 / np.maximum(measured, MIN_OP_MS) ** 2
+    return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# The device model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OpPrediction:
+    """Predicted time of one op (ms); ``fallback`` when no tree of its op type priced it."""
+
+    index: int
+    op_type: str
+    config: dict[str, Any]
+    predicted_ms: float
+    fallback: bool
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class NetworkPrediction:
+    """Predicted time of one invoke of a network (ms): the ops plus one invoke overhead."""
+
+    total_ms: float
+    overhead_ms: float
+    ops: list[OpPrediction] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total_ms": self.total_ms,
+            "overhead_ms": self.overhead_ms,
+            "ops": [op.to_dict() for op in self.ops],
+        }
+
+
+class DeviceTimeModel:
+    """Execution-time model of one (device, execution config): trees per op type + overhead.
+
+    Parameters
+    ----------
+    trees : mapping of op type to fitted TreeLinearRegressor
+        Over the columns of :func:`feature_names` for that op type and ``variant``.
+    overhead_ms : float
+        Fixed cost of one ``invoke()`` (ms).
+    variant : {"tiled", "paper"}
+        Feature set the trees were fitted on.
+    ms_per_byte, ms_per_flop : float
+        Fallback rates for op types without a tree (fitted from bandwidth-bound ops and conv2d).
+    """
+
+    def __init__(
+        self,
+        trees: Mapping[str, TreeLinearRegressor],
+        overhead_ms: float,
+        variant: str = "tiled",
+        ms_per_byte: float = _DEFAULT_MS_PER_BYTE,
+        ms_per_flop: float = _DEFAULT_MS_PER_FLOP,
+    ) -> None:
+        _check_variant(variant)
+        self.trees = dict(trees)
+        self.overhead_ms = float(overhead_ms)
+        self.variant = variant
+        self.ms_per_byte = float(ms_per_byte)
+        self.ms_per_flop = float(ms_per_flop)
+
+    @property
+    def op_types(self) -> list[str]:
+        return sorted(self.trees)
+
+    def predict_op(
+        self, op_type: str, config: Mapping[str, Any], features: Mapping[str, float] | None = None
+    ) -> tuple[float, bool]:
+        """Predicted time of one op (ms) and whether it came from the fallback."""
+        feats = dict(features) if features is not None else None
+        tree = self.trees.get(op_type)
+        if tree is not None:
+            try:
+                row = op_feature_vector(op_type, config, feats, self.variant)
+                return max(float(tree.predict(row[None, :])[0]), 0.0), False
+            except (KeyError, ValueError, TypeError):
+                pass
+        if feats is None:
+            try:
+                feats = cost_features(op_type, config)
+            except (KeyError, ValueError, TypeError):
+                feats = {}
+        return self._fallback_ms(op_type, feats), True
+
+    def _fallback_ms(self, op_type: str, feats: Mapping[str, float]) -> float:
+        moved = float(feats.get("input_bytes", 0.0)) + float(feats.get("output_bytes", 0.0))
+        if op_type in VIEW_OPS:
+            return _VIEW_COST_SHARE * self.ms_per_byte * moved
+        compute = self.ms_per_flop * float(feats.get("flops", 0.0))
+        memory = self.ms_per_byte * (moved + float(feats.get("param_bytes", 0.0)))
+        return max(compute, memory)
+
+    def predict_ops(self, ops: Sequence[OpInstance]) -> list[OpPrediction]:
+        """Per-op predictions (ms), with fused and aliased ops priced as the runtime runs them."""
+        fused = _fused_indices(ops)
+        out = []
+        for op in ops:
+            if op.index in fused:
+                out.append(
+                    OpPrediction(
+                        op.index, op.op_type, dict(op.config), 0.0, False, note=fused[op.index]
+                    )
+                )
+                continue
+            config = op.config
+            op_type = op.op_type
+            ms, fallback = self.predict_op(op_type, config, op.features)
+            out.append(OpPrediction(op.index, op_type, dict(config), ms, fallback or op.fallback))
+        return out
+
+    def predict_network(self, ops: Sequence[OpInstance]) -> NetworkPrediction:
+        """Whole-network time (ms): sum of :meth:`predict_ops` plus one invoke overhead."""
+        predictions = self.predict_ops(ops)
+        total = self.overhead_ms + sum(p.predicted_ms for p in predictions)
+        return NetworkPrediction(total, self.overhead_ms, predictions)
+
+    def rules(self, op_type: str) -> str:
+        """Readable rules of ``op_type``'s tree (times in ms)."""
+        tree = self.trees.get(op_type)
+        if tree is None:
+            return (
+                f"no tree: fallback max({self.ms_per_flop:.3g} ms/FLOP * flops, "
+                f"{self.ms_per_byte:.3g} ms/byte * bytes)"
+            )
+        return tree.rules(unit="ms")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe export: variant, overhead, fallback rates, and per op type tree + rules."""
+        return {
+            "format": 1,
+            "variant": self.variant,
+            "overhead_ms": self.overhead_ms,
+            "ms_per_byte": self.ms_per_byte,
+            "ms_per_flop": self.ms_per_flop,
+            "op_types": {
+                op_type: {
+                    "tree": tree.to_dict(),
+                    "rules": self.rules(op_type),
+                    "feature_names": feature_names(op_type, self.variant),
+                }
+                for op_type, tree in sorted(self.trees.items())
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceTimeModel:
+        """Rebuild a model from :meth:`to_dict` output."""
+        trees = {
+            op_type: TreeLinearRegressor.from_dict(entry["tree"])
+            for op_type, entry in dict(data.get("op_types", {})).items()
+        }
+        return cls(
+            trees,
+            float(data["overhead_ms"]),
+            str(data.get("variant", "tiled")),
+            float(data.get("ms_per_byte", _DEFAULT_MS_PER_BYTE)),
+            float(data.get("ms_per_flop", _DEFAULT_MS_PER_FLOP)),
+        )
+
+
+def _fused_indices(ops: Sequence[OpInstance]) -> dict[int, str]:
+    """Ops the XNNPACK delegate fuses away, with the reason: index -> note."""
+    producers: dict[int, OpInstance] = {}
+    consumers: dict[int, list[OpInstance]] = {}
+    for op in ops:
+        for t in op.extra.get("outputs", []):
+            producers[int(t)] = op
+        for t in op.extra.get("inputs", []):
+            consumers.setdefault(int(t), []).append(op)
+    fused: dict[int, str] = {}
+    for op in ops:
+        outputs = [int(t) for t in op.extra.get("outputs", [])]
+        inputs = [int(t) for t in op.extra.get("inputs", []) if int(t) >= 0]
+        if op.op_type == "pad" and len(outputs) == 1:
+            users = consumers.get(outputs[0], [])
+            if users and all(
+                u.op_type in _PAD_CONSUMERS and int(u.extra["inputs"][0]) == outputs[0]
+                for u in users
+            ):
+                fused[op.index] = "pad folded into the next convolution/pooling"
+        elif op.op_type in _CLAMP_OPS and inputs:
+            producer = producers.get(inputs[0])
+            if (
+                producer is not None
+                and producer.op_type in _CLAMP_PRODUCERS
+                and len(consumers.get(inputs[0], [])) == 1
+            ):
+                fused[op.index] = f"clamp folded into {producer.op_type} #{producer.index}"
+        elif op.op_type in VIEW_OPS:
+            fused[op.index] = "view op: buffer aliased"
+    return fused
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------------------------
+
+
+def estimate_overhead_ms(samples: Sequence[Mapping[str, Any]]) -> float:
+    """Median latency (ms) of the ``invoke_overhead`` samples; 0 when there are none."""
+    values = [sample_latency_ms(s) for s in samples if s.get("op_type") == "invoke_overhead"]
+    return float(np.median(values)) if values else 0.0
+
+
+def _fallback_rates(
+    by_type: Mapping[str, list[Mapping[str, Any]]], overhead_ms: float
+) -> tuple[float, float]:
+    per_byte = []
+    for op_type in _BANDWIDTH_OPS:
+        for s in by_type.get(op_type, []):
+            f = _sample_features(s)
+            moved = f.get("input_bytes", 0.0) + f.get("output_bytes", 0.0)
+            if moved > 0:
+                per_byte.append(max(sample_latency_ms(s) - overhead_ms, MIN_OP_MS) / moved)
+    per_flop = []
+    for s in by_type.get("conv2d", []):
+        f = _sample_features(s)
+        if f.get("flops", 0.0) > 0:
+            per_flop.append(max(sample_latency_ms(s) - overhead_ms, MIN_OP_MS) / f["flops"])
+    return (
+        float(np.median(per_byte)) if per_byte else _DEFAULT_MS_PER_BYTE,
+        float(np.median(per_flop)) if per_flop else _DEFAULT_MS_PER_FLOP,
+    )
+
+
+def _cv_predictions(
+    op_type: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    cv: int,
+    seed: int,
+    variant: str,
+    overhead_ms: float = 0.0,
+) -> np.ndarray:
+    """Out-of-fold predictions of op times (ms) by K-fold cross-validation."""
+    folds = min(cv, len(y))
+    pred = np.zeros(len(y))
+    weights = fit_weights(y, overhead_ms)
+    if folds < 2:
+        reg = make_regressor(op_type, names, cv=0, seed=seed, variant=variant)
+        return reg.fit(X, y, sample_weight=weights).predict(X)
+    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X):
+        reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
+        pred[test] = reg.fit(X[train], y[train], sample_weight=weights[train]).predict(X[test])
+    return pred
+
+
+def fit_device_model(
+    samples: Sequence[Mapping[str, Any]],
+    *,
+    variant: str = "tiled",
+    cv: int = 5,
+    seed: int = 0,
+) -> tuple[DeviceTimeModel, dict[str, Any]]:
+    """Fit one tree per op type on Sample dicts and cross-validate it.
+
+    Each op sample's ``latency.median_ms`` includes one invoke overhead (estimated from the
+    ``invoke_overhead`` samples), which is subtracted before fitting. Returns the model and
+    ``{"per_op_type": {op_type: {"cv_mape", "cv_mape_op", "within_10pct", "samples"}},
+    "overhead_ms", "variant", "samples"}``. ``cv_mape`` is the mean absolute percentage error
+    as a fraction (0.05 = 5%) of each sample's measured latency against the out-of-fold op
+    prediction plus the overhead; ``cv_mape_op`` is the same on the op time alone.
+    """
+    _check_variant(variant)
+    overhead = estimate_overhead_ms(samples)
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for s in samples:
+        by_type.setdefault(str(s["op_type"]), []).append(s)
+    ms_per_byte, ms_per_flop = _fallback_rates(by_type, overhead)
+    trees: dict[str, TreeLinearRegressor] = {}
+    per_op: dict[str, dict[str, Any]] = {}
+    for op_type in sorted(by_type):
+        own = by_type[op_type]
+        if op_type == "invoke_overhead" or op_type not in OP_TYPES:
+            continue
+        if len(own) < MIN_SAMPLES_FOR_TREE:
+            per_op[op_type] = {
+                "cv_mape": None,
+                "cv_mape_op": None,
+                "within_10pct": None,
+                "samples": len(own),
+            }
+            continue
+        X, y, names = build_design(op_type, own, overhead, variant)
+        measured = np.array([sample_latency_ms(s) for s in own])
+        op_pred = _cv_predictions(op_type, X, y, names, cv, seed, variant, overhead)
+        total_pred = np.maximum(op_pred, 0.0) + overhead
+        rel = np.abs(total_pred - measured) / measured
+        per_op[op_type] = {
+            "cv_mape": float(np.mean(rel)),
+            "cv_mape_op": float(np.mean(np.abs(op_pred - y) / y)),
+            "within_10pct": float(np.mean(rel <= 0.10)),
+            "samples": len(own),
+        }
+        reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
+        trees[op_type] = reg.fit(X, y, sample_weight=fit_weights(y, overhead))
+    model = DeviceTimeModel(trees, overhead, variant, ms_per_byte, ms_per_flop)
+    metrics = {
+        "per_op_type": per_op,
+        "overhead_ms": overhead,
+        "variant": variant,
+        "samples": len(samples),
+    }
+    return model, metrics

@@ -1,0 +1,105 @@
+"""Op configuration space: validation, samplers and campaign split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models.features import cost_features
+from models.opspace import (
+    OP_TYPES,
+    ConfigError,
+    adaptive_configs,
+    channel_sweep_configs,
+    default_campaign,
+    sample_configs,
+    validate_config,
+)
+
+DOC_OP_TYPES = {
+    "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "mean", "add",
+    "mul", "sub", "concatenation", "pad", "softmax", "hard_swish", "logistic", "tanh", "relu",
+    "relu6", "lstm", "gru", "invoke_overhead",
+}  # fmt: skip
+
+
+def test_op_types_match_internals_doc():
+    assert set(OP_TYPES) == DOC_OP_TYPES
+
+
+def test_validate_fills_defaults():
+    config = validate_config("conv2d", {"h": 56, "cin": 64, "cout": 65, "kh": 3})
+    assert config["w"] == 56 and config["kw"] == 3
+    assert config["padding"] == "same" and config["activation"] == "none" and config["stride"] == 1
+
+
+@pytest.mark.parametrize(
+    ("op_type", "config", "field"),
+    [
+        ("conv2d", {"h": 56, "cin": 3, "cout": 1_000_000, "kh": 3}, "cout"),
+        ("conv2d", {"h": 56, "cin": 3, "cout": 8, "kh": 3, "bogus": 1}, "bogus"),
+        ("conv2d", {"h": 56, "cin": 3, "cout": 8, "kh": 3, "padding": "full"}, "padding"),
+        ("conv2d", {"h": 56, "cin": 3, "cout": 8}, "kh"),
+        ("conv2d", {"h": 2, "cin": 3, "cout": 8, "kh": 3, "padding": "valid"}, "kh"),
+        ("conv2d", {"h": 512, "cin": 4096, "cout": 8, "kh": 1}, "cin"),
+        ("fully_connected", {"cin": 4096, "cout": 4096 + 1}, "cout"),
+        ("lstm", {"seq_len": 0, "cin": 3, "units": 8}, "seq_len"),
+        ("add", {"h": 7, "c": 8.5}, "c"),
+        ("nonsense", {}, "op_type"),
+    ],
+)
+def test_validate_rejects_with_field(op_type, config, field):
+    with pytest.raises(ConfigError) as info:
+        validate_config(op_type, config)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize("op_type", OP_TYPES)
+def test_samples_are_valid_deterministic_and_affordable(op_type):
+    configs = sample_configs(op_type, 40, seed=3)
+    assert len(configs) == 40
+    assert configs == sample_configs(op_type, 40, seed=3)
+    for config in configs:
+        assert validate_config(op_type, config) == config
+        # Each sample stays cheap to profile (a few ms on one core at most).
+        assert cost_features(op_type, config)["flops"] <= 4e8
+
+
+def test_conv_samples_cover_real_network_widths():
+    configs = sample_configs("conv2d", 600, seed=0)
+    couts = [c["cout"] for c in configs]
+    assert any(c % 8 != 0 for c in couts)  # pruned-looking widths
+    assert sum(c & (c - 1) == 0 for c in couts) > 60  # powers of two
+    assert {1, 3, 5, 7} <= {c["kh"] for c in configs}
+    assert {1, 2} == {c["stride"] for c in configs}
+    assert min(c["h"] for c in configs) <= 7 and max(c["h"] for c in configs) >= 112
+    big = [c for c in configs if c["h"] >= 112]
+    small = [c for c in configs if c["h"] <= 14]
+    assert max(c["cout"] for c in big) < max(c["cout"] for c in small)
+
+
+def test_default_campaign_sums_and_prioritises():
+    split = default_campaign(3000)
+    assert sum(split.values()) == 3000 and set(split) == set(OP_TYPES)
+    assert split["conv2d"] > split["lstm"] > split["relu"]
+    assert sum(default_campaign(7).values()) == 7
+
+
+def test_channel_sweep_is_dense_in_cout():
+    sweep = channel_sweep_configs(low=48, high=81)
+    assert [c["cout"] for c in sweep] == list(range(48, 82))
+    assert {c["cin"] for c in sweep} == {64}
+
+
+def test_adaptive_configs_probe_tile_boundaries():
+    samples: list[dict[str, Any]] = [
+        {"op_type": "conv2d", "config": c, "latency": {"median_ms": 1.0}}
+        for c in channel_sweep_configs(low=40, high=90, step=2)
+    ]
+    errors = [0.5 if s["config"]["cout"] in (64, 66) else 0.01 for s in samples]
+    new = adaptive_configs("conv2d", samples, 10, seed=0, relative_errors=errors)
+    assert len(new) == 10
+    assert all(24 <= c["cout"] <= 100 for c in new)
+    assert any(c["cout"] in (64, 65) for c in new)

@@ -1,0 +1,127 @@
+"""DeviceTimeModel on synthetic samples: fitting, CV metrics, network prediction, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.evaluation import fit_baselines, mape, within_fraction
+from models.features import OpInstance, cost_features
+from models.opspace import channel_sweep_configs, sample_configs
+from models.plots import conv_channel_plot_png
+from models.timemodel import DeviceTimeModel, fit_device_model
+
+OVERHEAD_MS = 0.02
+
+
+def _latency(op_type, config, rng):
+    f = cost_features(op_type, config)
+    if op_type == "invoke_overhead":
+        return OVERHEAD_MS
+    if op_type == "conv2d":  # 32-wide output-channel tiles, as on the evidence host
+        t = 1e-8 * f["flops"] * np.ceil(config["cout"] / 32) * 32 / config["cout"]
+    else:
+        t = 1e-8 * f["flops"] + 1e-7 * (f["input_bytes"] + f["output_bytes"])
+    return (OVERHEAD_MS + 0.005 + t) * rng.normal(1.0, 0.01)
+
+
+def _samples(counts, seed=0, extra=()):
+    rng = np.random.default_rng(seed)
+    out = []
+    configs = [(op, c) for op, n in counts.items() for c in sample_configs(op, n, seed)]
+    for op_type, config in [*configs, *extra]:
+        out.append({
+            "op_type": op_type, "config": config, "features": cost_features(op_type, config),
+            "latency": {"median_ms": _latency(op_type, config, rng)},
+        })  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples():
+    sweep = [("conv2d", c) for c in channel_sweep_configs(low=40, high=90)]
+    return _samples({"conv2d": 150, "add": 40, "invoke_overhead": 5}, extra=sweep)
+
+
+@pytest.fixture(scope="module")
+def fitted(samples):
+    return fit_device_model(samples, cv=3)
+
+
+def test_fit_reports_cv_metrics(fitted):
+    model, metrics = fitted
+    assert model.overhead_ms == pytest.approx(OVERHEAD_MS)
+    conv = metrics["per_op_type"]["conv2d"]
+    assert conv["samples"] == 201 and conv["cv_mape"] < 0.05 and conv["within_10pct"] > 0.9
+    assert "add" in metrics["per_op_type"] and "invoke_overhead" not in metrics["per_op_type"]
+
+
+def test_predicts_the_channel_step(fitted):
+    model, _ = fitted
+    base = {"h": 56, "w": 56, "cin": 64, "kh": 3, "kw": 3}
+    t48, t64, t65 = (model.predict_op("conv2d", {**base, "cout": c})[0] for c in (48, 64, 65))
+    assert t64 == pytest.approx(t48, rel=0.05)
+    assert t65 > 1.3 * t64
+
+
+def test_network_prediction_sums_ops_and_handles_fusions(fitted):
+    model, _ = fitted
+    conv = {"h": 28, "w": 28, "cin": 16, "cout": 32, "kh": 3, "kw": 3, "stride": 1,
+            "padding": "valid", "activation": "none"}  # fmt: skip
+    relu = {"h": 26, "w": 26, "c": 32}
+    ops = [
+        OpInstance(0, "pad", {"h": 26, "w": 26, "c": 16, "pad": 1}, {"flops": 0.0,
+                   "input_bytes": 43264.0, "output_bytes": 50176.0, "param_bytes": 0.0}, "PAD",
+                   extra={"inputs": [0, 1], "outputs": [2]}),
+        OpInstance(1, "conv2d", conv, cost_features("conv2d", conv), "CONV_2D",
+                   extra={"inputs": [2, 3, 4], "outputs": [5]}),
+        OpInstance(2, "relu", relu, cost_features("relu", relu), "RELU",
+                   extra={"inputs": [5], "outputs": [6]}),
+        OpInstance(3, "reshape", {"h": 1, "w": 676, "c": 32}, {"flops": 0.0,
+                   "input_bytes": 86528.0, "output_bytes": 86528.0, "param_bytes": 0.0},
+                   "RESHAPE", fallback=True, extra={"inputs": [6], "outputs": [7]}),
+        OpInstance(4, "gather", {"h": 1, "w": 1, "c": 32}, {"flops": 32.0, "input_bytes": 128.0,
+                   "output_bytes": 128.0, "param_bytes": 0.0}, "GATHER", fallback=True,
+                   extra={"inputs": [7], "outputs": [8]}),
+    ]  # fmt: skip
+    net = model.predict_network(ops)
+    assert net.overhead_ms == model.overhead_ms
+    assert net.total_ms == pytest.approx(net.overhead_ms + sum(p.predicted_ms for p in net.ops))
+    by_index = {p.index: p for p in net.ops}
+    assert by_index[0].predicted_ms == 0.0 and "pad" in by_index[0].note
+    assert by_index[2].predicted_ms == 0.0 and "clamp" in by_index[2].note
+    assert by_index[1].predicted_ms > 0 and not by_index[1].fallback
+    assert by_index[4].fallback and by_index[4].predicted_ms > 0
+    assert json.loads(json.dumps(net.to_dict()))["ops"][1]["op_type"] == "conv2d"
+
+
+def test_json_round_trip_and_rules(fitted, samples):
+    model, _ = fitted
+    again = DeviceTimeModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    config = samples[0]["config"]
+    assert again.predict_op("conv2d", config) == model.predict_op("conv2d", config)
+    assert "flops_cout_tile32" in model.rules("conv2d")
+    assert "no tree" in model.rules("lstm")
+    assert set(model.to_dict()["op_types"]) == {"conv2d", "add"}
+
+
+def test_baselines_share_the_interface(samples):
+    ops = [OpInstance(0, "conv2d", samples[0]["config"], samples[0]["features"], "CONV_2D")]
+    baselines = fit_baselines(samples, cv=2)
+    assert set(baselines) == {"flops", "linear", "random_forest", "gradient_boosting", "paper_tree"}
+    for model in baselines.values():
+        assert model.predict_network(ops).total_ms > 0
+
+
+def test_metrics_helpers():
+    assert mape([1.0, 2.0], [1.1, 1.8]) == pytest.approx(0.1)
+    assert within_fraction([1.0, 2.0, 4.0], [1.05, 2.5, 4.0], 0.1) == pytest.approx(2 / 3)
+
+
+def test_conv_plot_is_a_png(fitted, samples):
+    model, _ = fitted
+    png = conv_channel_plot_png(samples, model)
+    assert png.startswith(b"\x89PNG")
+    assert conv_channel_plot_png(samples[:20], model).startswith(b"\x89PNG")
