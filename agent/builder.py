@@ -87,7 +87,11 @@ def build_op_model(op_type: str, config: Mapping[str, Any]) -> bytes:
     try:
         if op_type in RECURRENT_OP_TYPES:
             return _recurrent_model(
-                op_type, int(config["seq_len"]), int(config["cin"]), int(config["units"])
+                op_type,
+                int(config["seq_len"]),
+                int(config["cin"]),
+                int(config["units"]),
+                bool(int(config.get("return_sequences", 0))),
             )
         return _serialize(_graph(op_type, config))
     except KeyError as missing:
@@ -97,7 +101,9 @@ def build_op_model(op_type: str, config: Mapping[str, Any]) -> bytes:
 def expected_output_shape(op_type: str, config: Mapping[str, Any]) -> tuple[int, ...]:
     """The output tensor shape the model of ``build_op_model(op_type, config)`` must produce."""
     if op_type in RECURRENT_OP_TYPES:
-        # Keras return_sequences=False: the last step's hidden state.
+        # Keras return_sequences=True: every step's hidden state; else the last step's.
+        if int(config.get("return_sequences", 0)):
+            return (1, int(config["seq_len"]), int(config["units"]))
         return (1, int(config["units"]))
     graph = _graph(op_type, config)
     return graph.tensors[graph.op_outputs[0]].shape
@@ -459,8 +465,13 @@ def _offset_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
 # ---------------------------------------------------------------------------- recurrent layers
 
 
-def _recurrent_model(op_type: str, seq_len: int, cin: int, units: int) -> bytes:
+def _recurrent_model(
+    op_type: str, seq_len: int, cin: int, units: int, return_sequences: bool = False
+) -> bytes:
     """Keras 3 ``LSTM``/``GRU`` on ``(seq_len, cin)`` converted by TFLiteConverter, float32.
+
+    ``return_sequences`` as in Keras: stacked layers output every step, which the converter
+    turns into a loop that appends each step's state to an accumulator (costlier per step).
 
     Conversion takes seconds, so models are cached under ``FDIOT_HOME/cache/op_models`` keyed by
     op type, config and TensorFlow version.
@@ -469,7 +480,9 @@ def _recurrent_model(op_type: str, seq_len: int, cin: int, units: int) -> bytes:
         raise ValueError(f"{op_type}: seq_len, cin and units must be >= 1")
     import tensorflow as tf  # heavy: only the recurrent op types need it
 
-    key = f"{op_type}-s{seq_len}-c{cin}-u{units}-tf{tf.__version__}"
+    # The key of return_sequences=False is unchanged so that cached models stay valid.
+    returns = "-rs" if return_sequences else ""
+    key = f"{op_type}-s{seq_len}-c{cin}-u{units}{returns}-tf{tf.__version__}"
     cache_file = _cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-{key}.tflite"
     if cache_file.exists():
         return cache_file.read_bytes()
@@ -477,7 +490,8 @@ def _recurrent_model(op_type: str, seq_len: int, cin: int, units: int) -> bytes:
     tf.keras.utils.set_random_seed(_WEIGHT_SEED)
     layer_type = tf.keras.layers.LSTM if op_type == "lstm" else tf.keras.layers.GRU
     inputs = tf.keras.Input(shape=(seq_len, cin), batch_size=1)
-    keras_model = tf.keras.Model(inputs, layer_type(units)(inputs))
+    layer = layer_type(units, return_sequences=return_sequences)
+    keras_model = tf.keras.Model(inputs, layer(inputs))
     model = bytes(tf.lite.TFLiteConverter.from_keras_model(keras_model).convert())
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_suffix(".part")

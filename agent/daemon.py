@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -36,6 +37,10 @@ HEARTBEAT_EVERY_S = 30.0
 WARM_SHUTDOWN_S = 120.0
 # Linux prctl option: deliver a signal to the child when its parent dies (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
+# Kombu's Redis transport keeps delivered, unacknowledged messages in this hash (and their
+# delivery times in the sorted set), keyed by delivery tag (kombu.transport.redis.Channel).
+_UNACKED_KEY = "unacked"
+_UNACKED_INDEX_KEY = "unacked_index"
 
 
 def agent_token_file(settings: Settings) -> Path:
@@ -76,6 +81,50 @@ def register_local_device(settings: Settings, token: str) -> dict[str, Any]:
     spec = local_device(settings)
     with FarmClient(settings=settings, token=token, retry_for_s=REGISTER_RETRY_S) as client:
         return client.register_device(spec.name, spec.kind, spec.host, dict(spec.execution_config))
+
+
+def restore_unacked(redis_url: str, queue: str) -> int:
+    """Put back on ``queue`` the messages an earlier run of this agent took but never finished.
+
+    A killed worker leaves its ``acks_late`` message in Kombu's ``unacked`` hash, where Redis would
+    return it only after the visibility timeout (hours). One agent serves each device queue, so at
+    start-up every unacked message of that queue belongs to a dead worker: restoring it resumes
+    the interrupted job now (its samples so far are kept; ``done_indices`` skips them). A second
+    agent on the same device would at worst see a duplicate message, which the device lock and the
+    job's status turn into a no-op. Returns how many messages were restored.
+    """
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    restored = 0
+    try:
+        for tag, raw in client.hgetall(_UNACKED_KEY).items():
+            try:
+                _, _, routing_key = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if routing_key != queue:
+                continue
+
+            def _move(pipe: Any, tag: Any = tag) -> None:
+                current = pipe.hget(_UNACKED_KEY, tag)
+                pipe.multi()
+                pipe.hdel(_UNACKED_KEY, tag)
+                pipe.zrem(_UNACKED_INDEX_KEY, tag)
+                if current:
+                    message, _exchange, _routing_key = json.loads(current)
+                    with contextlib.suppress(KeyError, TypeError):
+                        message["headers"]["redelivered"] = True
+                        message["properties"]["delivery_info"]["redelivered"] = True
+                    # Kombu consumes with BRPOP: RPUSH puts the message first in line, as
+                    # Kombu's own restore does.
+                    pipe.rpush(queue, json.dumps(message))
+
+            client.transaction(_move, _UNACKED_KEY)
+            restored += 1
+    finally:
+        client.close()
+    return restored
 
 
 def worker_command(device_id: int) -> list[str]:
@@ -127,6 +176,12 @@ def run_agent(settings: Settings | None = None) -> int:
         "device %s (%s) registered; serving %s", device_id, device["name"], device_queue(device_id)
     )
 
+    if settings.redis_url:
+        restored = restore_unacked(settings.redis_url, device_queue(device_id))
+        if restored:
+            log.info(
+                "restored %s interrupted job message(s) to %s", restored, device_queue(device_id)
+            )
     env = dict(os.environ)
     env["FDIOT_TOKEN"] = token
     env["FDIOT_HOME"] = str(settings.home.resolve())

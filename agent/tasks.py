@@ -32,9 +32,9 @@ from fdiot.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# The device lock is a lease renewed while the job runs, not one long timeout: if the agent is
-# killed, the lease runs out within this many seconds and the restarted agent can resume at once.
-LOCK_LEASE_S = 60.0
+# The device lock is a lease renewed while the job runs, not one timeout longer than the job: if
+# the agent is killed, the lease runs out within this many seconds and the restarted agent resumes.
+LOCK_LEASE_S = 15.0
 # Renew the lease three times per lease period, so one late renewal never loses it.
 LOCK_RENEW_EVERY_S = LOCK_LEASE_S / 3
 # A job whose device is busy is retried after this many seconds (a new message, same queue).

@@ -69,7 +69,8 @@ class NetworkResult:
     baselines_ms: dict[str, float] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
     fallback_ops: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
+    # Our prediction split by op type (ms), to see which ops a miss comes from.
+    predicted_by_op_type_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def error_pct(self) -> float | None:
@@ -122,6 +123,17 @@ def _total_ms(prediction: Any) -> float:
     if isinstance(prediction, Mapping):
         return float(prediction["total_ms"])
     return float(prediction.total_ms)
+
+
+def by_op_type_ms(prediction: Any) -> dict[str, float]:
+    """Predicted ms summed per op type, from a NetworkPrediction or the API's answer."""
+    ops = prediction["ops"] if isinstance(prediction, Mapping) else prediction.ops
+    totals: dict[str, float] = {}
+    for op in ops:
+        op_type = op["op_type"] if isinstance(op, Mapping) else op.op_type
+        predicted_ms = op["predicted_ms"] if isinstance(op, Mapping) else op.predicted_ms
+        totals[op_type] = totals.get(op_type, 0.0) + float(predicted_ms)
+    return totals
 
 
 def fit_baselines(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
@@ -404,6 +416,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                 p10_ms=latency.get("p10_ms"),
                 p90_ms=latency.get("p90_ms"),
                 predicted_ms=float(prediction["total_ms"]),
+                predicted_by_op_type_ms=by_op_type_ms(prediction),
                 baselines_ms=predict_baselines(baselines, flatbuffer),
                 op_counts=counts,
                 fallback_ops=fallback,
@@ -446,6 +459,48 @@ def _slug(value: object) -> str:
 # Offline: the same steps in this process, no farm.
 
 
+class SampleCache:
+    """Measured op samples and network latencies kept in a JSON file between offline runs.
+
+    Keys are the op type and the canonical (sorted) config, and the network name with its
+    .tflite sha256, so a changed sampler or network is measured anew while the rest is reused:
+    refitting after a model change costs no device time. ``path=None`` keeps nothing.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.samples: dict[str, JSON] = {}
+        self.networks: dict[str, JSON] = {}
+        if path is not None and path.exists():
+            document = json.loads(path.read_text())
+            self.samples = dict(document.get("samples", {}))
+            self.networks = dict(document.get("networks", {}))
+
+    @staticmethod
+    def key(op_type: str, config: Mapping[str, Any]) -> str:
+        return f"{op_type} {json.dumps(dict(config), sort_keys=True)}"
+
+    def sample(self, op_type: str, config: Mapping[str, Any]) -> JSON | None:
+        return self.samples.get(self.key(op_type, config))
+
+    def put(self, sample: JSON) -> None:
+        self.samples[self.key(sample["op_type"], sample["config"])] = sample
+
+    def network(self, name: str, flatbuffer: bytes) -> JSON | None:
+        return self.networks.get(f"{name} {zoo.sha256(flatbuffer)}")
+
+    def put_network(self, name: str, flatbuffer: bytes, latency: Mapping[str, Any]) -> None:
+        self.networks[f"{name} {zoo.sha256(flatbuffer)}"] = dict(latency)
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".part")
+        partial.write_text(json.dumps({"samples": self.samples, "networks": self.networks}))
+        partial.replace(self.path)
+
+
 def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[NetworkResult], JSON]:
     """Plan, measure and fit op samples here, then measure and predict the networks."""
     from agent.runner import LatencyStats, MeasurementChild, measure_configs
@@ -464,11 +519,20 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
     plan = plan_campaign(list(OP_TYPES), samples_requested, seed, settings.campaign_job_size)
     configs = [(c["op_type"], c["config"]) for job in plan.jobs for c in job]
     console.print(f"offline campaign: {len(configs)} op samples, plan {plan.counts}")
+    cache = SampleCache(args.samples_cache)
     samples: list[JSON] = []
     failures = 0
-    started = time.monotonic()
     with MeasurementChild() as child:
-        for index, op_type, config, features, outcome in measure_configs(configs, child):
+        missing = [(i, c) for i, c in enumerate(configs) if cache.sample(*c) is None]
+        if cache.path is not None:
+            console.print(f"  {len(configs) - len(missing)} samples from {cache.path}")
+        last = time.monotonic()
+        measured = 0
+        for index, op_type, config, features, outcome in measure_configs(
+            [c for _, c in missing], child
+        ):
+            now = time.monotonic()
+            wall_s, last = now - last, now
             if not isinstance(outcome, LatencyStats):
                 failures += 1
                 continue
@@ -479,21 +543,30 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 "std_ms": outcome.std_ms,
                 "runs": outcome.runs,
             }
-            samples.append(
-                {
-                    "index": index,
-                    "op_type": op_type,
-                    "config": config,
-                    "features": features,
-                    "latency": latency,
-                    **latency,
-                }
-            )
-            if len(samples) % 50 == 0:
-                console.print(f"  {len(samples)}/{len(configs)} samples measured")
-        campaign_wall_s = time.monotonic() - started
+            sample = {
+                "index": missing[index][0],
+                "op_type": op_type,
+                "config": config,
+                "features": features,
+                "latency": latency,
+                **latency,
+                # Build + measure wall time of this sample: the device-time cost of a campaign.
+                "wall_s": wall_s,
+            }
+            cache.put(sample)
+            measured += 1
+            if measured % 50 == 0:
+                cache.save()
+                console.print(f"  {measured}/{len(missing)} new samples measured")
+        cache.save()
+        for index, (op_type, config) in enumerate(configs):
+            cached = cache.sample(op_type, config)
+            if cached is not None:
+                samples.append({**cached, "index": index})
+        campaign_wall_s = sum(float(s.get("wall_s") or 0.0) for s in samples)
         console.print(
-            f"measured {len(samples)} samples ({failures} failed) in {campaign_wall_s:.0f} s"
+            f"{len(samples)} samples ({failures} failed); device time of the campaign "
+            f"{campaign_wall_s:.0f} s (build + measure, summed per sample)"
         )
         model, metrics = fit_device_model(samples, cv=5)
         baselines = fit_baselines(samples, seed=seed)
@@ -502,15 +575,21 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         for name in names:
             flatbuffer = zoo.build_tflite(name)
             counts, fallback = op_counts(flatbuffer)
-            stats = child.measure(flatbuffer)
-            ops = parse_tflite(flatbuffer)
+            stats = cache.network(name, flatbuffer)
+            if stats is None:
+                measured_stats = child.measure(flatbuffer)
+                stats = measured_stats.to_dict()
+                cache.put_network(name, flatbuffer, stats)
+                cache.save()
+            prediction = model.predict_network(parse_tflite(flatbuffer))
             result = NetworkResult(
                 name=name,
                 family=zoo.NETWORKS[name].family,
-                measured_ms=stats.median_ms,
-                p10_ms=stats.p10_ms,
-                p90_ms=stats.p90_ms,
-                predicted_ms=_total_ms(model.predict_network(ops)),
+                measured_ms=float(stats["median_ms"]),
+                p10_ms=float(stats["p10_ms"]),
+                p90_ms=float(stats["p90_ms"]),
+                predicted_ms=_total_ms(prediction),
+                predicted_by_op_type_ms=by_op_type_ms(prediction),
                 baselines_ms=predict_baselines(baselines, flatbuffer),
                 op_counts=counts,
                 fallback_ops=fallback,
@@ -527,6 +606,9 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         "samples_failed": failures,
         "samples_by_op_type": dict(Counter(s["op_type"] for s in samples)),
         "per_op_type": dict(metrics).get("per_op_type"),
+        # The weight-streaming regime fitted from the dense op samples (not from networks).
+        "cache_bytes": dict(metrics).get("cache_bytes"),
+        "dram_ms_per_param_byte": dict(metrics).get("dram_ms_per_param_byte"),
         "campaign_wall_s": campaign_wall_s,
         "timed_runs_s": _timed_runs_s(samples),
     }
@@ -598,6 +680,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--networks", nargs="*", default=None, help="zoo networks (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
+    parser.add_argument(
+        "--samples-cache",
+        type=Path,
+        default=None,
+        help="offline: JSON file of measured samples and network latencies, reused across runs",
+    )
     return parser.parse_args(argv)
 
 

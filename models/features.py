@@ -103,8 +103,9 @@ def cost_features(op_type: str, config: Mapping[str, Any]) -> dict[str, float]:
         biases = 2 if op_type == "gru" else 1
         weights = gates * u * (cin + u) + biases * gates * u
         macs = t * gates * u * (cin + u)
-        # The loop writes every step's h (Keras' backend rnn collects outputs) from t*cin inputs.
-        return _features(2 * macs, t * cin, t * u, weights)
+        # return_sequences: the loop's output is every step's h; else the last step's h only.
+        outputs = t * u if c.get("return_sequences", 0) else u
+        return _features(2 * macs, t * cin, outputs, weights)
     if op_type == "invoke_overhead":
         return _features(0, 0, 0, 0)
     raise ValueError(f"no cost features for op type {op_type!r}")
@@ -395,7 +396,14 @@ def _known_config(op: _Op) -> tuple[str, dict[str, Any]] | None:
         if len(shape) != 3 or weights is None or len(weights.shape) != 2:
             return None
         seq_len = shape[0] if opts is not None and opts.TimeMajor() else shape[1]
-        return "lstm", {"seq_len": seq_len, "cin": shape[2], "units": weights.shape[0]}
+        out_shape = op.outputs[0].shape if op.outputs else ()
+        returns = int(len(out_shape) == 3 and seq_len > 1 and seq_len in out_shape[:2])
+        return "lstm", {
+            "seq_len": seq_len,
+            "cin": shape[2],
+            "units": weights.shape[0],
+            "return_sequences": returns,
+        }
     return None
 
 
@@ -421,16 +429,21 @@ def _recurrent_config(graphs: list[_Graph], op: _Op) -> tuple[str, dict[str, Any
     units = states[0].shape[1]
     sequence = sequences[-1]  # the accumulator comes first, the input sequence last
     seq_len, cin = sequence.shape[0] * sequence.shape[1], sequence.shape[2]
+    # The output accumulator is [seq_len, 1, units] when the layer returns sequences (the body
+    # then appends each step's h to it), [1, 1, units] when only the last state is returned.
+    accumulator = sequences[0] if len(sequences) >= 2 else None
+    returns = int(accumulator is not None and accumulator.shape[0] * accumulator.shape[1] > 1)
     gate_rows = [
         o.inputs[1].shape[0]
         for o in body.ops
         if o.name == "FULLY_CONNECTED" and o.inputs[1] is not None and len(o.inputs[1].shape) == 2
     ]
     gates = max(gate_rows) // units if gate_rows and units else (4 if len(states) >= 2 else 3)
+    config = {"seq_len": seq_len, "cin": cin, "units": units, "return_sequences": returns}
     if gates == 4 or (not gate_rows and len(states) >= 2):
-        return "lstm", {"seq_len": seq_len, "cin": cin, "units": units}
+        return "lstm", config
     if gates == 3:
-        return "gru", {"seq_len": seq_len, "cin": cin, "units": units}
+        return "gru", config
     return None
 
 

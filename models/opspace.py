@@ -109,6 +109,15 @@ _PADDING = Variable("padding", choices=PADDINGS, default="same")
 _ACTIVATION = Variable("activation", choices=ACTIVATIONS, default="none")
 _HWC = (*_spatial_vars(), _int("c", WIDTH))
 
+# Recurrent layers: ``return_sequences`` 1 when the layer outputs every step (stacked RNNs), which
+# makes the converted loop append each step's state to a [seq_len, 1, units] accumulator.
+_RECURRENT_VARS = (
+    _int("seq_len", SEQ_LEN),
+    _int("cin", WIDTH),
+    _int("units", UNITS),
+    _int("return_sequences", (0, 1), 0),
+)
+
 CONFIG_SPACE: dict[str, tuple[Variable, ...]] = {
     "conv2d": (
         *_spatial_vars(),
@@ -150,8 +159,8 @@ CONFIG_SPACE: dict[str, tuple[Variable, ...]] = {
     "tanh": _HWC,
     "relu": _HWC,
     "relu6": _HWC,
-    "lstm": (_int("seq_len", SEQ_LEN), _int("cin", WIDTH), _int("units", UNITS)),
-    "gru": (_int("seq_len", SEQ_LEN), _int("cin", WIDTH), _int("units", UNITS)),
+    "lstm": _RECURRENT_VARS,
+    "gru": _RECURRENT_VARS,
     "invoke_overhead": (),
 }
 
@@ -294,6 +303,9 @@ _MAX_FLOPS: dict[str, float] = {
 }
 # Cap on the output elements of memory-bound ops (~8 MB of float32 moved), same reason.
 _MAX_ELEMENTS = 2_000_000
+# Cap on dense weights: the widest MLP layers of the zoo's families hold 6-10 M weights (25-40 MB,
+# far beyond a last-level cache); reading 40 MB at ~10 GB/s keeps a sample at ~4 ms per run.
+_MAX_PARAM_BYTES = 40 * 2**20
 
 
 def _width(rng: np.random.Generator, low: int, high: int) -> int:
@@ -351,7 +363,9 @@ def _sample_one(op_type: str, rng: np.random.Generator) -> dict[str, Any]:
             "h": h,
             "w": w,
             "cin": _width(rng, max(8, max_c // 16), max_c),
-            "multiplier": 1 if rng.random() < 0.9 else 2,
+            # Multiplier 2 runs a ~10x slower kernel and is rare in real networks (Keras apps
+            # use 1): a few samples let the tree split it off without starving the common case.
+            "multiplier": 1 if rng.random() < 0.95 else 2,
             "kh": 1 if one_d else k,
             "kw": k,
             "stride": int(rng.choice((1, 2), p=(0.7, 0.3))),
@@ -359,6 +373,13 @@ def _sample_one(op_type: str, rng: np.random.Generator) -> dict[str, Any]:
             "activation": str(rng.choice(ACTIVATIONS)),
         }
     if op_type == "fully_connected":
+        if rng.random() < 0.3:  # MLP / classifier-head layers at batch 1: weights of 1-40 MB
+            return {
+                "rows": 1,
+                "cin": _width(rng, 512, 4096),
+                "cout": _width(rng, 512, 4096),
+                "activation": str(rng.choice(ACTIVATIONS)),
+            }
         rows = 1 if rng.random() < 0.6 else _width(rng, 8, 256)
         return {
             "rows": rows,
@@ -404,7 +425,13 @@ def _sample_one(op_type: str, rng: np.random.Generator) -> dict[str, Any]:
             if rng.random() < 0.6
             else int(rng.choice((16, 32, 64, 128)))
         )
-        return {"seq_len": seq, "cin": _width(rng, 1, 256), "units": _width(rng, 8, 512)}
+        # Stacked sensing RNNs: every layer but the last returns sequences (about half of them).
+        return {
+            "seq_len": seq,
+            "cin": _width(rng, 1, 256),
+            "units": _width(rng, 8, 512),
+            "return_sequences": int(rng.random() < 0.5),
+        }
     if op_type == "invoke_overhead":
         return {}
     raise ConfigError("op_type", f"no sampler for {op_type!r}")
@@ -414,6 +441,8 @@ def _affordable(op_type: str, config: Mapping[str, Any]) -> bool:
     from models.features import cost_features
 
     feats = cost_features(op_type, config)
+    if feats["param_bytes"] > _MAX_PARAM_BYTES:
+        return False
     if op_type in _MAX_FLOPS:
         return feats["flops"] <= _MAX_FLOPS[op_type]
     return feats["output_bytes"] / FLOAT32_BYTES <= _MAX_ELEMENTS

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
-from models.opspace import ACTIVATIONS, CONFIG_SPACE, OP_TYPES, PADDINGS
+from models.opspace import ACTIVATIONS, CONFIG_SPACE, FLOAT32_BYTES, OP_TYPES, PADDINGS
 from models.tree import TreeLinearRegressor
 
 VARIANTS: tuple[str, ...] = ("tiled", "paper")
@@ -32,6 +32,9 @@ _TILED_WIDTH: dict[str, str] = {
     "gru": "units",
 }
 _RECURRENT = frozenset({"lstm", "gru"})
+_BROADCAST_OPS = frozenset({"add", "mul", "sub"})
+# Cost features whose sum is the bytes an op touches (its cache footprint).
+_WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 # Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
 MIN_OP_MS = 1e-4
 # An op type needs this many samples for its own tree; fewer are predicted by the fallback.
@@ -70,27 +73,42 @@ _DEFAULT_MS_PER_FLOP = 1e-7
 def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     """Columns used by the leaf models: the cost features, plus tile-rounded FLOPs if tiled.
 
-    Recurrent layers also use ``seq_len``: each loop step pays a fixed interpreter cost.
+    Binary element-wise ops with a broadcast ``1x1x1xc`` operand also use ``broadcast_rows``
+    (``h * w``): the kernel restarts per row of ``c``, which costs per row when ``c`` is small.
+    Recurrent layers also use ``seq_len`` (each loop step pays a fixed interpreter cost) and
+    ``accumulated_bytes`` (a layer that returns sequences rewrites its [seq_len, 1, units]
+    output accumulator at every step: seq_len**2 * units floats copied).
     """
     _check_variant(variant)
     names = list(COST_FEATURES)
     if op_type in _RECURRENT:
-        names.append("seq_len")
+        names += ["seq_len", "accumulated_bytes"]
+    if op_type in _BROADCAST_OPS:
+        names.append("broadcast_rows")
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = _TILED_WIDTH[op_type]
         names += [f"flops_{width}_tile{t}" for t in TILE_SIZES]
     return names
 
 
-def split_feature_names(op_type: str) -> list[str]:
-    """Columns splits may test: the op's configuration variables (categoricals as codes)."""
+def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
+    """Columns splits may test: the op's configuration variables (categoricals as codes).
+
+    The tiled variant may also split on ``working_set_bytes`` (input + output + parameter bytes):
+    whether an op's tensors fit in a cache level changes its time per byte, and no single
+    configuration variable says that (a 2048x2048 dense layer misses an 8 MiB L3, 1024x2048 not).
+    """
+    _check_variant(variant)
     space = CONFIG_SPACE.get(op_type)
-    return [v.name for v in space] if space is not None else []
+    names = [v.name for v in space] if space is not None else []
+    if variant == "tiled" and names:
+        names.append("working_set_bytes")
+    return names
 
 
 def feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     """All columns of :func:`op_feature_vector` for ``op_type``: cost features then variables."""
-    return cost_feature_names(op_type, variant) + split_feature_names(op_type)
+    return cost_feature_names(op_type, variant) + split_feature_names(op_type, variant)
 
 
 def _code(name: str, value: Any) -> float:
@@ -115,14 +133,23 @@ def op_feature_vector(
     feats = dict(features) if features is not None else cost_features(op_type, config)
     row = [float(feats.get(name, 0.0)) for name in COST_FEATURES]
     if op_type in _RECURRENT:
-        row.append(float(config.get("seq_len", 0)))
+        seq_len, units = int(config.get("seq_len", 0)), int(config.get("units", 0))
+        returns = int(config.get("return_sequences", 0))
+        row += [float(seq_len), float(returns * seq_len * seq_len * units * FLOAT32_BYTES)]
+    if op_type in _BROADCAST_OPS:
+        broadcast = int(config.get("broadcast", 0))
+        row.append(float(broadcast * int(config.get("h", 0)) * int(config.get("w", 0))))
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width_name = _TILED_WIDTH[op_type]
         width = int(config.get(width_name, 0))
         if op_type == "depthwise_conv2d":
             width *= int(config.get("multiplier", 1))
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
-    row += [_code(name, config.get(name, 0)) for name in split_feature_names(op_type)]
+    for name in split_feature_names(op_type, variant):
+        if name == "working_set_bytes":
+            row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
+        else:
+            row.append(_code(name, config.get(name, 0)))
     return np.asarray(row, dtype=float)
 
 
@@ -174,7 +201,7 @@ def make_regressor(
 ) -> TreeLinearRegressor:
     """The tree used for ``op_type``: cost columns in the leaves, config variables in splits."""
     costs = [n for n in cost_feature_names(op_type, variant) if n in names]
-    splits = [n for n in split_feature_names(op_type) if n in names]
+    splits = [n for n in split_feature_names(op_type, variant) if n in names]
     return TreeLinearRegressor(
         cost_features=costs,
         split_features=splits or None,
@@ -249,6 +276,12 @@ class DeviceTimeModel:
         Feature set the trees were fitted on.
     ms_per_byte, ms_per_flop : float
         Fallback rates for op types without a tree (fitted from bandwidth-bound ops and conv2d).
+    cache_bytes, dram_ms_per_param_byte : float or None
+        The weight-streaming regime, fitted from the batch-1 dense samples by
+        :func:`estimate_weight_streaming`: a single-op benchmark re-reads its weights from cache,
+        but in a network whose weights exceed ``cache_bytes`` every op's weights are evicted
+        between inferences, so no op runs faster than ``param_bytes * dram_ms_per_param_byte``.
+        None: not identifiable from the samples (no floor applied).
     """
 
     def __init__(
@@ -258,8 +291,14 @@ class DeviceTimeModel:
         variant: str = "tiled",
         ms_per_byte: float = _DEFAULT_MS_PER_BYTE,
         ms_per_flop: float = _DEFAULT_MS_PER_FLOP,
+        cache_bytes: float | None = None,
+        dram_ms_per_param_byte: float | None = None,
     ) -> None:
         _check_variant(variant)
+        self.cache_bytes = None if cache_bytes is None else float(cache_bytes)
+        self.dram_ms_per_param_byte = (
+            None if dram_ms_per_param_byte is None else float(dram_ms_per_param_byte)
+        )
         self.trees = dict(trees)
         self.overhead_ms = float(overhead_ms)
         self.variant = variant
@@ -297,9 +336,21 @@ class DeviceTimeModel:
         memory = self.ms_per_byte * (moved + float(feats.get("param_bytes", 0.0)))
         return max(compute, memory)
 
+    def streams_weights(self, ops: Sequence[OpInstance]) -> bool:
+        """Whether the network's weights exceed the cache, so each op streams them from DRAM."""
+        if self.cache_bytes is None or self.dram_ms_per_param_byte is None:
+            return False
+        total = sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
+        return total > self.cache_bytes
+
     def predict_ops(self, ops: Sequence[OpInstance]) -> list[OpPrediction]:
-        """Per-op predictions (ms), with fused and aliased ops priced as the runtime runs them."""
+        """Per-op predictions (ms), with fused and aliased ops priced as the runtime runs them.
+
+        In a network whose weights exceed the cache (:meth:`streams_weights`), each op takes at
+        least the time to read its weights from DRAM (noted on the op when that floor binds).
+        """
         fused = _fused_indices(ops)
+        streaming = self.streams_weights(ops)
         out = []
         for op in ops:
             if op.index in fused:
@@ -312,7 +363,14 @@ class DeviceTimeModel:
             config = op.config
             op_type = op.op_type
             ms, fallback = self.predict_op(op_type, config, op.features)
-            out.append(OpPrediction(op.index, op_type, dict(config), ms, fallback or op.fallback))
+            note = ""
+            if streaming and self.dram_ms_per_param_byte is not None:
+                floor_ms = self.dram_ms_per_param_byte * float(op.features.get("param_bytes", 0))
+                if floor_ms > ms:
+                    ms, note = floor_ms, "weights streamed from DRAM (network exceeds the cache)"
+            out.append(
+                OpPrediction(op.index, op_type, dict(config), ms, fallback or op.fallback, note)
+            )
         return out
 
     def predict_network(self, ops: Sequence[OpInstance]) -> NetworkPrediction:
@@ -339,6 +397,8 @@ class DeviceTimeModel:
             "overhead_ms": self.overhead_ms,
             "ms_per_byte": self.ms_per_byte,
             "ms_per_flop": self.ms_per_flop,
+            "cache_bytes": self.cache_bytes,
+            "dram_ms_per_param_byte": self.dram_ms_per_param_byte,
             "op_types": {
                 op_type: {
                     "tree": tree.to_dict(),
@@ -362,6 +422,8 @@ class DeviceTimeModel:
             str(data.get("variant", "tiled")),
             float(data.get("ms_per_byte", _DEFAULT_MS_PER_BYTE)),
             float(data.get("ms_per_flop", _DEFAULT_MS_PER_FLOP)),
+            data.get("cache_bytes"),
+            data.get("dram_ms_per_param_byte"),
         )
 
 
@@ -428,6 +490,53 @@ def _fallback_rates(
         float(np.median(per_byte)) if per_byte else _DEFAULT_MS_PER_BYTE,
         float(np.median(per_flop)) if per_flop else _DEFAULT_MS_PER_FLOP,
     )
+
+
+# Dense samples with fewer weight bytes than this are dominated by fixed costs, not by reading
+# weights (64 KiB: 16 K weights), so they say nothing about cache or DRAM bandwidth.
+_MIN_STREAM_PARAM_BYTES = 64 * 1024
+# The DRAM regime needs this many dense samples above the cache size to be trusted.
+_MIN_STREAM_SAMPLES = 5
+# A knee counts only where the time per weight byte at least doubles past it (cache vs DRAM).
+_MIN_STREAM_SLOWDOWN = 1.5
+
+
+def estimate_weight_streaming(
+    samples: Sequence[Mapping[str, Any]], overhead_ms: float = 0.0
+) -> tuple[float | None, float | None]:
+    """Cache size (bytes) and DRAM time per weight byte (ms), from batch-1 dense samples.
+
+    A batch-1 FULLY_CONNECTED reads each weight once, so its time per weight byte is the
+    bandwidth of wherever the weights live: flat while they fit in the cache, several times
+    higher past it. The knee is the weight size that best splits ``log(ms per byte)`` into two
+    constant segments; the DRAM rate is the median rate above it. Returns ``(None, None)`` when
+    there are too few large dense samples or no clear knee.
+    """
+    points = []
+    for s in samples:
+        if s.get("op_type") != "fully_connected" or int(s.get("config", {}).get("rows", 0)) != 1:
+            continue
+        param_bytes = float(_sample_features(s).get("param_bytes", 0.0))
+        if param_bytes >= _MIN_STREAM_PARAM_BYTES:
+            op_ms = max(sample_latency_ms(s) - overhead_ms, MIN_OP_MS)
+            points.append((param_bytes, np.log(op_ms / param_bytes)))
+    if len(points) < 2 * _MIN_STREAM_SAMPLES:
+        return None, None
+    points.sort()
+    sizes = np.array([p[0] for p in points])
+    rates = np.array([p[1] for p in points])
+    best: tuple[float, int] | None = None
+    for k in range(_MIN_STREAM_SAMPLES, len(points) - _MIN_STREAM_SAMPLES + 1):
+        sse = float(np.var(rates[:k]) * k + np.var(rates[k:]) * (len(points) - k))
+        if best is None or sse < best[0]:
+            best = (sse, k)
+    assert best is not None
+    k = best[1]
+    slowdown = float(np.exp(np.median(rates[k:]) - np.median(rates[:k])))
+    if slowdown < _MIN_STREAM_SLOWDOWN:
+        return None, None
+    cache_bytes = float(np.sqrt(sizes[k - 1] * sizes[k]))  # between the two regimes
+    return cache_bytes, float(np.exp(np.median(rates[k:])))
 
 
 def _cv_predictions(
@@ -502,10 +611,15 @@ def fit_device_model(
         }
         reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
         trees[op_type] = reg.fit(X, y, sample_weight=fit_weights(y, overhead))
-    model = DeviceTimeModel(trees, overhead, variant, ms_per_byte, ms_per_flop)
+    cache_bytes, dram_rate = estimate_weight_streaming(samples, overhead)
+    model = DeviceTimeModel(
+        trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate
+    )
     metrics = {
         "per_op_type": per_op,
         "overhead_ms": overhead,
+        "cache_bytes": cache_bytes,
+        "dram_ms_per_param_byte": dram_rate,
         "variant": variant,
         "samples": len(samples),
     }

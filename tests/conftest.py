@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from fastapi.testclient import TestClient
 
 from fdiot.client import FarmClient
 from fdiot.processes import FarmProcesses
@@ -34,9 +39,14 @@ _TEST_ENV = {
 
 
 @pytest.fixture(scope="session")
-def fdiot_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # A short path: PostgreSQL's Unix socket path must stay under 107 bytes.
-    return Path(tmp_path_factory.mktemp("fh"))
+def fdiot_home() -> Iterator[Path]:
+    # Not under pytest's basetemp: a second pytest run resets that to mode 0700, which would lock
+    # out the embedded PostgreSQL (it runs as its own user when we are root). A short path too:
+    # PostgreSQL's Unix socket path must stay under 107 bytes.
+    home = Path(tempfile.mkdtemp(prefix="fdiot-", dir="/tmp"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +99,12 @@ class Farm:
         return FarmClient(base_url=self.url, token=token or self.admin_token)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def farm(migrated: Settings, admin_token: str) -> Iterator[Farm]:
-    """Server, fit worker and agent as real subprocesses; waits for the local device to register."""
+    """Server, fit worker and agent as real subprocesses; waits for the local device to register.
+
+    Module-scoped: the running fit worker and reconciler would otherwise act on the rows of later
+    API-level tests that drive the same queues by hand."""
     import socket
     import time
 
@@ -120,3 +133,45 @@ def farm(migrated: Settings, admin_token: str) -> Iterator[Farm]:
         yield Farm(settings, processes, url, admin_token, device_id)
     finally:
         processes.stop_all()
+
+
+@pytest.fixture
+def client(migrated: Settings) -> Iterator[TestClient]:
+    """The real app in-process (real PostgreSQL and Redis), for API-level tests."""
+    from server.db import reset_engine
+    from server.main import app
+
+    reset_engine()  # the engine follows the stack this session started
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def broker(migrated: Settings) -> redis.Redis:
+    assert migrated.redis_url is not None
+    return redis.Redis.from_url(migrated.redis_url)
+
+
+@pytest.fixture
+def agent_token(client: TestClient, admin_token: str) -> str:
+    from tests.helpers import make_token
+
+    return make_token(client, admin_token, "agent")
+
+
+@pytest.fixture
+def client_token(client: TestClient, admin_token: str) -> str:
+    from tests.helpers import make_token
+
+    return make_token(client, admin_token, "client")
+
+
+@pytest.fixture
+def device(client: TestClient, agent_token: str) -> dict[str, Any]:
+    """A fresh device registered by ``agent_token``'s agent: no state shared between tests."""
+    from tests.helpers import auth, device_body
+
+    response = client.post("/devices", json=device_body(), headers=auth(agent_token))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -51,8 +51,8 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "tanh": {"h": 3, "w": 4, "c": 5},
     "relu": {"h": 3, "w": 4, "c": 5},
     "relu6": {"h": 3, "w": 4, "c": 5},
-    "lstm": {"seq_len": 6, "cin": 4, "units": 8},
-    "gru": {"seq_len": 6, "cin": 4, "units": 8},
+    "lstm": {"seq_len": 6, "cin": 4, "units": 8, "return_sequences": 0},
+    "gru": {"seq_len": 6, "cin": 4, "units": 8, "return_sequences": 1},
     "invoke_overhead": {},
 }
 

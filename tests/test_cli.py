@@ -7,6 +7,7 @@ The commands that talk to a running farm are exercised in tests/test_agent_daemo
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def dead_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+def dead_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A loopback URL where nothing listens, set as FDIOT_URL with a fresh, empty FDIOT_HOME."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

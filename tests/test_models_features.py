@@ -96,9 +96,12 @@ def test_sensor_net_ops(sensor_net):
                            "padding": "valid", "activation": "relu"}  # fmt: skip
     assert conv.features["flops"] == 2 * 60 * 30 * 6 * 5
     lstm = next(op for op in sensor_net if op.op_type == "lstm")
-    assert lstm.config == {"seq_len": 30, "cin": 30, "units": 24} and not lstm.fallback
+    # The LSTM feeds the GRU (return_sequences=True); the GRU returns its last state only.
+    assert lstm.config == {"seq_len": 30, "cin": 30, "units": 24, "return_sequences": 1}
+    assert not lstm.fallback and lstm.features["output_bytes"] == 30 * 24 * 4
     gru = next(op for op in sensor_net if op.op_type == "gru")
-    assert gru.config == {"seq_len": 30, "cin": 24, "units": 20}
+    assert gru.config == {"seq_len": 30, "cin": 24, "units": 20, "return_sequences": 0}
+    assert gru.features["output_bytes"] == 20 * 4
     dense = next(op for op in sensor_net if op.op_type == "fully_connected")
     assert dense.config["cin"] == 20 and dense.config["cout"] == 5
     assert any(op.op_type == "softmax" for op in sensor_net)

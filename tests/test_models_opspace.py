@@ -103,3 +103,20 @@ def test_adaptive_configs_probe_tile_boundaries():
     assert len(new) == 10
     assert all(24 <= c["cout"] <= 100 for c in new)
     assert any(c["cout"] in (64, 65) for c in new)
+
+
+def test_rnn_samples_cover_stacked_layers():
+    for op_type in ("lstm", "gru"):
+        configs = sample_configs(op_type, 60, seed=0)
+        assert {c["return_sequences"] for c in configs} == {0, 1}
+    assert validate_config("lstm", {"seq_len": 8, "cin": 3, "units": 8})["return_sequences"] == 0
+    with pytest.raises(ConfigError) as info:
+        validate_config("gru", {"seq_len": 8, "cin": 3, "units": 8, "return_sequences": 2})
+    assert info.value.field == "return_sequences"
+
+
+def test_dense_samples_cover_weights_beyond_the_cache():
+    configs = sample_configs("fully_connected", 200, seed=0)
+    param_mb = [cost_features("fully_connected", c)["param_bytes"] / 2**20 for c in configs]
+    assert max(param_mb) > 24 and max(param_mb) <= 40  # MLP layers of 6-10 M weights
+    assert sum(mb > 8 for mb in param_mb) >= 20  # enough to split on cache fit

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests._server_fixtures)
 """The REST API against the real app, real PostgreSQL and real Redis (docs/internals.md)."""
 
 from __future__ import annotations
@@ -13,17 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from fdiot.settings import Settings
-from tests._server_fixtures import (  # noqa: F401  (fixtures)
-    agent_token,
-    auth,
-    broker,
-    client,
-    client_token,
-    device,
-    device_body,
-    make_token,
-    synthetic_sample,
-)
+from server.jobs.planning import MIN_OVERHEAD_SAMPLES
+from tests.helpers import auth, device_body, make_token, synthetic_sample
 
 pytestmark = pytest.mark.stack
 
@@ -239,7 +229,7 @@ def test_campaign_with_explicit_configs(
         f"/devices/{device['id']}/campaigns", json={"configs": configs}, headers=auth(client_token)
     )
     assert response.status_code == 202, response.text
-    assert response.json()["plan"] == {"invoke_overhead": 5, "conv2d": 3}
+    assert response.json()["plan"] == {"invoke_overhead": MIN_OVERHEAD_SAMPLES, "conv2d": 3}
 
 
 # -- uploads -------------------------------------------------------------------------------------
@@ -313,7 +303,7 @@ def test_benchmark_upload_of_a_real_tflite_makes_a_network_job(
     device: dict[str, Any],
     broker: redis.Redis,
 ) -> None:
-    from tests._server_fixtures import tiny_tflite
+    from tests.helpers import tiny_tflite
 
     content = tiny_tflite()
     response = client.post(

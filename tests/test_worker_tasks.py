@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests._server_fixtures)
 """The server-side tasks run as plain functions against the real database and Redis:
 the reconciler re-sends lost messages and requeues silent jobs; the fit makes a model version."""
 
@@ -13,15 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from fdiot.settings import Settings
-from tests._server_fixtures import (  # noqa: F401  (fixtures)
-    agent_token,
-    auth,
-    broker,
-    client,
-    client_token,
-    device,
-    synthetic_sample,
-)
+from tests.helpers import auth, synthetic_sample
 
 pytestmark = pytest.mark.stack
 
@@ -164,7 +155,7 @@ def test_fit_task_makes_a_model_version(
     assert [v["version"] for v in versions] == [model["version"]]
 
     # The served model predicts an uploaded network op by op (numpy only, no TensorFlow).
-    from tests._server_fixtures import tiny_tflite
+    from tests.helpers import tiny_tflite
 
     response = client.post(
         f"/models/{device['id']}/predict", files={"file": ("t.tflite", tiny_tflite())}

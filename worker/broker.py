@@ -34,13 +34,19 @@ def _job_id(raw: bytes | str) -> int | None:
         return None
 
 
-def pending_job_ids(client: redis.Redis, queue: str) -> set[int]:
-    """Ids of jobs with a ``bench.run`` message waiting in ``queue`` or delivered and unacked."""
+def waiting_job_ids(client: redis.Redis, queue: str) -> set[int]:
+    """Ids of jobs with a ``bench.run`` message waiting (not yet delivered) in ``queue``."""
     found: set[int] = set()
     for raw in client.lrange(queue, 0, -1):
         job_id = _job_id(raw)
         if job_id is not None:
             found.add(job_id)
+    return found
+
+
+def pending_job_ids(client: redis.Redis, queue: str) -> set[int]:
+    """Ids of jobs with a ``bench.run`` message waiting in ``queue`` or delivered and unacked."""
+    found = waiting_job_ids(client, queue)
     for raw in client.hvals(UNACKED_KEY):
         try:
             message, _exchange, routing_key = json.loads(raw)

@@ -22,7 +22,7 @@ from server.devices.repository import clear_fit_request, list_devices
 from server.jobs import repository as jobs_repository
 from server.jobs.service import enqueue_job
 from server.timemodels.service import request_fit, request_fit_if_due
-from worker.broker import pending_job_ids
+from worker.broker import pending_job_ids, waiting_job_ids
 from worker.celery_app import FIT_TIME_LIMITS_S, celery_app
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,10 @@ def run_reconcile() -> ReconcileReport:
                 continue
             job.status = "queued"
             job.enqueued_at = now
-            if not message_pending(job.device_id, job.id):
+            # An unacked copy belongs to the silent (probably dead) worker and Redis would hand
+            # it back only after the visibility timeout: send anew unless one is still waiting.
+            # A duplicate is harmless: bench.run skips finished work under the device lock.
+            if job.id not in waiting_job_ids(broker, device_queue(job.device_id)):
                 enqueue_job(session, job)
             report.requeued.append(job.id)
         session.flush()

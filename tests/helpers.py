@@ -1,36 +1,12 @@
-"""Fixtures of the server and worker tests: an in-process TestClient on the real app (real
-PostgreSQL, real Redis), tokens, and a fresh device per test so that no state leaks between tests.
-
-Imported by the test modules (not a conftest: the lead owns ``tests/conftest.py``).
-"""
+"""Helpers of the server and worker tests: auth headers, tokens, device bodies, synthetic samples
+for estimator-level checks, and a tiny real .tflite. Fixtures live in ``conftest.py``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import redis
 from fastapi.testclient import TestClient
-
-from fdiot.settings import Settings
-
-
-@pytest.fixture
-def client(migrated: Settings) -> Iterator[TestClient]:
-    from server.db import reset_engine
-    from server.main import app
-
-    reset_engine()  # the engine follows the stack this session started
-    with TestClient(app) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def broker(migrated: Settings) -> redis.Redis:
-    assert migrated.redis_url is not None
-    return redis.Redis.from_url(migrated.redis_url)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -61,25 +37,6 @@ def device_body(name: str | None = None, threads: int = 1) -> dict[str, Any]:
             "core_mask": "1",
         },
     }
-
-
-@pytest.fixture
-def agent_token(client: TestClient, admin_token: str) -> str:
-    return make_token(client, admin_token, "agent")
-
-
-@pytest.fixture
-def client_token(client: TestClient, admin_token: str) -> str:
-    return make_token(client, admin_token, "client")
-
-
-@pytest.fixture
-def device(client: TestClient, agent_token: str) -> dict[str, Any]:
-    """A fresh device registered by ``agent_token``'s agent."""
-    response = client.post("/devices", json=device_body(), headers=auth(agent_token))
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 # Synthetic-but-realistic latencies for tests that need many samples without a device: an
