@@ -94,7 +94,8 @@ def _compare_networks(client: FarmClient, device_id: int) -> Table:
 
 def main() -> int:
     settings = get_settings()
-    console.print(f"[bold]FastDeepIoT Farm demo[/] — state in {settings.home.resolve()}")
+    os.environ["FDIOT_HOME"] = str(settings.home)  # children share this state folder
+    console.print(f"[bold]FastDeepIoT Farm demo[/] — state in {settings.home}")
     addresses = ensure_stack(settings)
     console.print(f"PostgreSQL: {addresses.database_url}\nRedis:      {addresses.redis_url}")
     from server.prestart import upgrade_database

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_stack_file(self) -> Settings:
+        self.home = self.home.resolve()
         stack_file = self.home / "stack.json"
         if stack_file.exists() and (self.database_url is None or self.redis_url is None):
             recorded = json.loads(stack_file.read_text())
