@@ -74,11 +74,11 @@ def obtain_agent_token(settings: Settings, *, renew: bool = False) -> str:
     return str(created["token"])
 
 
-def register_local_device(settings: Settings, token: str) -> dict[str, Any]:
-    """``POST /devices`` for this host's CPU with its execution config; returns the device."""
-    from agent.devices import local_device
+def register_device(settings: Settings, token: str) -> dict[str, Any]:
+    """``POST /devices`` for the configured device (this host's CPU by default); returns it."""
+    from agent.devices import configured_device
 
-    spec = local_device(settings)
+    spec = configured_device(settings)
     with FarmClient(settings=settings, token=token, retry_for_s=REGISTER_RETRY_S) as client:
         return client.register_device(spec.name, spec.kind, spec.host, dict(spec.execution_config))
 
@@ -164,13 +164,13 @@ def run_agent(settings: Settings | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
     token = obtain_agent_token(settings)
     try:
-        device = register_local_device(settings, token)
+        device = register_device(settings, token)
     except FarmError as error:
         if error.status_code != 401 or settings.token:
             raise
         # The stored token belongs to an older database (e.g. a fresh test stack): make a new one.
         token = obtain_agent_token(settings, renew=True)
-        device = register_local_device(settings, token)
+        device = register_device(settings, token)
     device_id = int(device["id"])
     log.info(
         "device %s (%s) registered; serving %s", device_id, device["name"], device_queue(device_id)

@@ -233,6 +233,17 @@ class BenchmarkModelRunner:
         self.settings = settings
         self.binary = binary or f"{self.work_dir}/benchmark_model"
         self.cores = cores
+        self._submitted = b""
+
+    def submit(self, model: bytes) -> None:
+        """Queue ``model`` for :meth:`result` (the same two-step API as ``MeasurementChild``)."""
+        self._submitted = model
+
+    def result(self) -> LatencyStats:
+        return self.measure(self._submitted)
+
+    def close(self) -> None:
+        """Nothing stays open between measurements (each is one adb/ssh command)."""
 
     def measure(self, model: bytes) -> LatencyStats:
         """Push ``model``, run the protocol (re-measuring wide spreads), return the best attempt."""
@@ -324,3 +335,31 @@ class SshRunner(BenchmarkModelRunner):
 
     def _shell(self, command: str) -> str:
         return self._run(["ssh", "-o", "BatchMode=yes", self.host, command])
+
+
+def configured_device(settings: Settings) -> DeviceSpec:
+    """The device this agent serves, from ``FDIOT_DEVICE_KIND`` / ``FDIOT_DEVICE_ADDRESS``."""
+    if settings.device_kind == "local":
+        return local_device(settings)
+    address = str(settings.device_address)
+    if settings.device_kind == "adb":
+        for spec in adb_devices():
+            if spec.extra.get("serial") == address:
+                return spec
+        raise MeasurementError(f"no phone with serial {address!r} in `adb devices -l`")
+    return ssh_devices([address])[0]
+
+
+def device_runner(settings: Settings) -> Any:
+    """What measures on the configured device: a pinned LiteRT child process for ``local``, a
+    ``benchmark_model`` runner for ``adb``/``ssh``; all offer ``submit``/``result``/``measure``."""
+    options: dict[str, Any] = {}
+    if settings.benchmark_binary:
+        options["binary"] = settings.benchmark_binary
+    if settings.device_kind == "adb":
+        return AdbRunner(str(settings.device_address), settings, **options)
+    if settings.device_kind == "ssh":
+        return SshRunner(str(settings.device_address), settings, **options)
+    from agent.runner import MeasurementChild
+
+    return MeasurementChild(settings)

@@ -80,11 +80,12 @@ def agent_client(settings: Settings) -> FarmClient:
 
 
 def measurement_child(settings: Settings) -> Any:
-    """The worker's long-lived :class:`MeasurementChild` (it restarts itself after a crash)."""
+    """The worker's long-lived measurer: a :class:`MeasurementChild` (it restarts itself after a
+    crash) on the local CPU, a ``benchmark_model`` runner on an adb phone or SSH board."""
     if _state.child is None:
-        from agent.runner import MeasurementChild
+        from agent.devices import device_runner
 
-        _state.child = MeasurementChild(settings)
+        _state.child = device_runner(settings)
     return _state.child
 
 

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     # A running job whose agent has not reported for this long is handed back to the queue.
     job_stale_after_s: int = 300
 
+    # The device one `fdiot agent` serves: `local` (this host's CPU), `adb` (a phone, address =
+    # its serial) or `ssh` (a board, address = user@host); run one agent per device.
+    device_kind: Literal["local", "adb", "ssh"] = "local"
+    device_address: str | None = None
+    # Where LiteRT's benchmark_model binary lives on an adb/ssh device (pushed there once by hand).
+    benchmark_binary: str | None = None
     # Agent / execution config of the local CPU device (LiteRT default CPU path, see DESIGN.md).
     agent_name: str | None = None
     threads: int = 1
@@ -97,6 +103,8 @@ class Settings(BaseSettings):
             token_file = self.home / "admin_token"
             if token_file.exists():
                 self.admin_token = token_file.read_text().strip()
+        if self.device_kind != "local" and not self.device_address:
+            raise ValueError(f"FDIOT_DEVICE_ADDRESS is required for a {self.device_kind} device")
         if self.environment == "production" and (self.admin_token or "") in _PLACEHOLDER_SECRETS:
             raise ValueError("FDIOT_ADMIN_TOKEN must be set to a real secret in production")
         return self
