@@ -23,6 +23,7 @@ from typing import Any
 
 from fdiot.celery_config import device_queue
 from fdiot.client import FarmClient, FarmError
+from fdiot.processes import keep_off_measurement_core
 from fdiot.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,14 @@ def run_agent(settings: Settings | None = None) -> int:
         env["REDIS_URL"] = settings.redis_url
     repo_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
-    worker = subprocess.Popen(worker_command(device_id), env=env, preexec_fn=_die_with_parent)
+    # The worker builds models and talks HTTP off the core its measuring child is pinned to.
+    restrict = keep_off_measurement_core(settings, env)
+
+    def _prepare_worker() -> None:
+        restrict()
+        _die_with_parent()
+
+    worker = subprocess.Popen(worker_command(device_id), env=env, preexec_fn=_prepare_worker)
 
     stop_signals = 0
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,31 @@ import httpx
 from fdiot.settings import Settings
 
 ROLES = ("server", "fit-worker", "agent")
+
+
+def split_cores(settings: Settings) -> tuple[int, set[int] | None]:
+    """The core that measurements own, and the cores every other process of the farm may use.
+
+    Fits, HTTP handling and model building would otherwise share the measuring core and show up
+    as noise in the latencies; with a single core there is nothing to split (``None``).
+    """
+    allowed = os.sched_getaffinity(0)
+    core = settings.core if settings.core is not None else max(allowed)
+    others = allowed - {core}
+    return core, (others or None)
+
+
+def keep_off_measurement_core(settings: Settings, env: dict[str, str]) -> Callable[[], None]:
+    """Pin the measurement core in ``env`` (``FDIOT_CORE``) and return a ``preexec_fn`` that keeps
+    a child process off it."""
+    core, others = split_cores(settings)
+    env["FDIOT_CORE"] = str(core)
+
+    def restrict() -> None:
+        if others:
+            os.sched_setaffinity(0, others)
+
+    return restrict
 
 
 def role_command(role: str, settings: Settings) -> list[str]:
@@ -90,6 +116,7 @@ class FarmProcesses:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a signal to the group reaches Celery's pool children too
+            preexec_fn=keep_off_measurement_core(self.settings, self.env),
         )
         self.procs[role] = proc
         if role == "server":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,24 @@ def test_small_campaign_fills_postgres_and_fits_a_model(farm: Any) -> None:
     result = CliRunner().invoke(_cli_app(), ["models", "--device", str(farm.device_id)])
     assert result.exit_code == 0, result.output
     assert "conv2d" in result.output
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to split")
+def test_services_stay_off_the_measurement_core(farm: Any) -> None:
+    import psutil
+
+    # Runs after a campaign, so the agent's measuring child exists.
+    core = int(os.environ.get("FDIOT_CORE") or max(os.sched_getaffinity(0)))
+    measuring_children = 0
+    for role in ("server", "fit-worker", "agent"):
+        proc = psutil.Process(farm.processes.procs[role].pid)
+        for member in [proc, *proc.children(recursive=True)]:
+            if "agent._measure_child" in " ".join(member.cmdline()):
+                assert member.cpu_affinity() == [core], member.cmdline()
+                measuring_children += 1
+            else:
+                assert core not in member.cpu_affinity(), (role, member.cmdline())
+    assert measuring_children == 1
 
 
 def test_benchmark_of_an_uploaded_network(farm: Any, tiny_network: bytes, tmp_path: Path) -> None:
