@@ -15,6 +15,9 @@ from fdiot.settings import Settings
 BENCH_RUN = "bench.run"  # bench.run(job_id): one campaign job or one network benchmark on a device
 TIMEMODEL_FIT = "timemodel.fit"  # timemodel.fit(device_id): fit a new model version for a device
 JOBS_RECONCILE = "jobs.reconcile"  # jobs.reconcile(): re-send lost messages, requeue stale jobs
+# campaign.adapt(campaign_id): plan a campaign's adaptive round once its first round ended; on
+# the fit queue because ranking the samples by cross-validated error fits trees (CPU-bound).
+CAMPAIGN_ADAPT = "campaign.adapt"
 
 # Queue consumed by the fit worker: CPU-bound tree fitting, kept away from device queues.
 FIT_QUEUE = "fit"
@@ -58,6 +61,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": max(1, settings.job_time_limit_s - SOFT_LIMIT_MARGIN_S),
         "task_routes": {
             TIMEMODEL_FIT: {"queue": FIT_QUEUE},
+            CAMPAIGN_ADAPT: {"queue": FIT_QUEUE},
             JOBS_RECONCILE: {"queue": CONTROL_QUEUE},
             # bench.run has no static route: the sender names device.<id>.
         },

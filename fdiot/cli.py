@@ -305,10 +305,14 @@ def _wait_campaign(client: FarmClient, campaign: dict[str, Any], quiet: bool) ->
         )
 
         def _update(state: dict[str, Any]) -> None:
+            # The total grows when the campaign's adaptive round is planned.
+            pending = state.get("adaptive_samples") and not state.get("adapted_at")
+            jobs = f"jobs {state.get('jobs_done', 0)}/{state.get('jobs_total', '?')}"
             progress.update(
                 task,
                 completed=state.get("samples_done", 0),
-                jobs=f"jobs {state.get('jobs_done', 0)}/{state.get('jobs_total', '?')}",
+                total=state["samples_requested"] + (state["adaptive_samples"] if pending else 0),
+                jobs=jobs + (" (+ adaptive round)" if pending else ""),
             )
 
         return client.wait_campaign(campaign["id"], callback=_update, poll_s=POLL_S)

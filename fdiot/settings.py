@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     # device time per sample on average with the protocol below (bench/accuracy.py records the
     # campaign's device minutes), so 2500 samples stay inside the 30-minute profiling budget.
     default_campaign_samples: int = 2500
+    # Share of a campaign's samples kept for its adaptive round (issue 3: more samples where the
+    # cross-validated error is highest and around channel steps), planned once the first round
+    # ended. 0.2 keeps 80% of the budget for broad coverage, the part the fit cannot do without.
+    adaptive_fraction: float = 0.2
+    # Campaigns smaller than this get no adaptive round by default: spread over the 20+ op types
+    # they leave under 10 samples per type, too few for adaptive_configs to rank errors (it then
+    # only draws random configurations, which the first round already does).
+    adaptive_min_campaign_samples: int = 200
 
     # Refit when this many new op samples arrived since the last version (or a campaign ended).
     fit_every_samples: int = 400

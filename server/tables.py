@@ -87,6 +87,13 @@ class Campaign(Base):
     samples_requested: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")
+    # Samples kept for the adaptive round (0: none); planned by campaign.adapt once every job of
+    # the first round ended. samples_requested and plan grow by what that round adds.
+    adaptive_samples: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When campaign.adapt was last sent: the reconciler re-sends it when it looks lost.
+    adapt_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the adaptive round was planned and its jobs stored; set once, never planned twice.
+    adapted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

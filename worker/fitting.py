@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,10 +13,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from models.features import TFLiteParseError, parse_tflite
+from models.opspace import adaptive_configs
 from models.timemodel import DeviceTimeModel, fit_device_model
+from server.jobs.planning import OVERHEAD_OP_TYPE, split_adaptive_budget
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
-from server.tables import Job, ModelVersion
+from server.tables import Campaign, Job, ModelVersion
 from server.timemodels.repository import add_version, latest_version
 
 log = logging.getLogger(__name__)
@@ -92,3 +95,50 @@ def fit_device(session: Session, device_id: int) -> ModelVersion | None:
         sample_count=len(samples),
         trained_at=datetime.now(UTC),
     )
+
+
+def op_type_errors(session: Session, device_id: int) -> dict[str, float]:
+    """Cross-validated MAPE per op type of the device's latest model version (those it has)."""
+    latest = latest_version(session, device_id)
+    per_op = (latest.metrics or {}).get("per_op_type", {}) if latest is not None else {}
+    errors: dict[str, float] = {}
+    for op_type, metrics in per_op.items():
+        value = metrics.get("cv_mape") if isinstance(metrics, Mapping) else None
+        if isinstance(value, int | float) and math.isfinite(value):
+            errors[op_type] = float(value)
+    return errors
+
+
+def plan_adaptive_round(session: Session, campaign: Campaign) -> list[tuple[str, dict[str, Any]]]:
+    """The configurations of ``campaign``'s adaptive round: ``campaign.adaptive_samples`` of them,
+    split across its op types, drawn by :func:`models.opspace.adaptive_configs` from all the
+    device's samples, shuffled with the campaign's seed so that every job mixes op types.
+
+    The split weighs each op type by samples x cross-validated MAPE of the latest model version:
+    the sum of its samples' relative errors, i.e. how much error there is to remove. Error alone
+    would pour the budget into a rare op type with a handful of noisy samples; sample count alone
+    would just repeat the first round. Op types the model has no error for yet get the mean error
+    of the others (1 when there is none: then the split is by sample count). ``invoke_overhead``
+    has no configuration to adapt and gets none.
+    """
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for op_type in campaign.op_types:
+        if op_type == OVERHEAD_OP_TYPE:
+            continue
+        samples = [sample_as_dict(s) for s in device_samples(session, campaign.device_id, op_type)]
+        if samples:
+            by_type[op_type] = samples
+    errors = op_type_errors(session, campaign.device_id)
+    known = [errors[t] for t in by_type if t in errors]
+    fallback_error = float(np.mean(known)) if known else 1.0
+    weights = {t: len(samples) * errors.get(t, fallback_error) for t, samples in by_type.items()}
+    if not any(w > 0 for w in weights.values()):  # every error is 0: split by sample count
+        weights = {t: float(len(samples)) for t, samples in by_type.items()}
+    budget = split_adaptive_budget(weights, campaign.adaptive_samples)
+    drawn: list[tuple[str, dict[str, Any]]] = []
+    for op_type, n in budget.items():
+        configs = adaptive_configs(op_type, by_type[op_type], n, campaign.seed)
+        drawn.extend((op_type, config) for config in configs)
+    random.Random(campaign.seed).shuffle(drawn)
+    log.info("campaign %s: adaptive round %s", campaign.id, budget)
+    return drawn

@@ -6,6 +6,7 @@ same names; re-exported here for the server and the workers.
 
 from fdiot.celery_config import (
     BENCH_RUN,
+    CAMPAIGN_ADAPT,
     CONTROL_QUEUE,
     DEVICE_QUEUE_PREFIX,
     FIT_QUEUE,
@@ -16,6 +17,7 @@ from fdiot.celery_config import (
 
 __all__ = [
     "BENCH_RUN",
+    "CAMPAIGN_ADAPT",
     "CONTROL_QUEUE",
     "DEVICE_QUEUE_PREFIX",
     "FIT_QUEUE",

@@ -1,7 +1,8 @@
-"""Server-side Celery tasks: ``timemodel.fit`` (queue ``fit``) and ``jobs.reconcile`` (queue
-``control``, every ``reconcile_every_s`` from beat).
+"""Server-side Celery tasks: ``timemodel.fit`` and ``campaign.adapt`` (queue ``fit``) and
+``jobs.reconcile`` (queue ``control``, every ``reconcile_every_s`` from beat).
 
-Each task is a thin wrapper around a plain function (:func:`run_fit`, :func:`run_reconcile`)
+Each task is a thin wrapper around a plain function (:func:`run_fit`, :func:`run_adapt`,
+:func:`run_reconcile`)
 that opens its own session, commits once, and sends follow-up messages only after the commit.
 """
 
@@ -15,12 +16,18 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from fdiot.celery_config import FIT_TIME_LIMIT_S, JOBS_RECONCILE, TIMEMODEL_FIT, device_queue
+from fdiot.celery_config import (
+    CAMPAIGN_ADAPT,
+    FIT_TIME_LIMIT_S,
+    JOBS_RECONCILE,
+    TIMEMODEL_FIT,
+    device_queue,
+)
 from fdiot.settings import get_settings
 from server.db import commit_and_send, get_sessionmaker
 from server.devices.repository import clear_fit_request, list_devices
 from server.jobs import repository as jobs_repository
-from server.jobs.service import enqueue_job
+from server.jobs.service import add_adaptive_round, enqueue_job, settle_campaign
 from server.timemodels.service import request_fit, request_fit_if_due
 from worker.broker import pending_job_ids, waiting_job_ids
 from worker.celery_app import FIT_TIME_LIMITS_S, celery_app
@@ -69,6 +76,65 @@ def run_fit(device_id: int) -> int | None:
     return version_number
 
 
+def adapt_lock_name(campaign_id: int) -> str:
+    return f"lock:adapt:{campaign_id}"
+
+
+@dataclass
+class AdaptReport:
+    """What one ``campaign.adapt`` did: the jobs it added (none when it was not due or already
+    done) and whether that finished the campaign (a round with nothing to measure)."""
+
+    campaign_id: int
+    job_ids: list[int] = field(default_factory=list)
+    samples_added: int = 0
+    skipped: str | None = None
+    finished: bool = False
+
+
+def run_adapt(campaign_id: int) -> AdaptReport:
+    """Plan and queue ``campaign_id``'s adaptive round (docs/internals.md, ``campaign.adapt``).
+
+    Idempotent: under a Redis lock per campaign, and the round is stored only if the campaign's
+    ``adapted_at`` is still empty (checked again in the same UPDATE that sets it), so a duplicate
+    or re-sent message adds nothing. Does nothing while a job of the campaign is still unfinished.
+    """
+    report = AdaptReport(campaign_id=campaign_id)
+    lock = _redis().lock(adapt_lock_name(campaign_id), timeout=FIT_TIME_LIMIT_S, blocking=False)
+    if not lock.acquire():
+        report.skipped = "another campaign.adapt holds the lock"
+        return report
+    from worker.fitting import plan_adaptive_round  # the tree code loads only in the fit worker
+
+    try:
+        with get_sessionmaker()() as session:
+            campaign = jobs_repository.get_campaign(session, campaign_id)
+            progress = jobs_repository.campaign_progress(session, campaign_id)
+            if campaign is None:
+                report.skipped = "no such campaign"
+            elif campaign.adaptive_samples <= 0:
+                report.skipped = "no adaptive round"
+            elif campaign.adapted_at is not None or campaign.status != "running":
+                report.skipped = "already adapted or finished"
+            elif progress.jobs_done + progress.jobs_failed < progress.jobs_total:
+                report.skipped = "first round still running"
+            else:
+                drawn = plan_adaptive_round(session, campaign)
+                jobs = add_adaptive_round(session, get_settings(), campaign, drawn)
+                report.job_ids = [job.id for job in jobs]
+                report.samples_added = sum(len(job.configs or []) for job in jobs)
+                # A round with nothing to measure ends the campaign here.
+                settled = settle_campaign(session, get_settings(), campaign_id)
+                if settled.finished is not None:
+                    report.finished = True
+                    request_fit(session, settled.finished.device_id)
+            commit_and_send(session)
+    finally:
+        lock.release()
+    log.info("campaign.adapt: %s", report)
+    return report
+
+
 @dataclass
 class ReconcileReport:
     """What one reconciler pass did (job, campaign and device ids)."""
@@ -77,6 +143,7 @@ class ReconcileReport:
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     campaigns_finished: list[int] = field(default_factory=list)
+    campaigns_adapt_sent: list[int] = field(default_factory=list)
     fits_requested: list[int] = field(default_factory=list)
 
 
@@ -85,8 +152,9 @@ def run_reconcile() -> ReconcileReport:
 
     Re-sends queued jobs whose message is older than ``reconcile_after_s`` and is neither waiting
     in the device's queue nor being run; hands running jobs silent for ``job_stale_after_s`` back
-    to the queue (or fails them after :data:`MAX_JOB_ATTEMPTS`); finishes campaigns whose jobs all
-    ended; asks for fits that are due.
+    to the queue (or fails them after :data:`MAX_JOB_ATTEMPTS`); settles running campaigns with
+    :func:`server.jobs.service.settle_campaign` (sends a due or lost ``campaign.adapt``, finishes
+    those whose jobs all ended); asks for fits that are due.
     """
     settings = get_settings()
     report = ReconcileReport()
@@ -133,10 +201,12 @@ def run_reconcile() -> ReconcileReport:
 
         devices_with_finished_campaigns: set[int] = set()
         for campaign_id in jobs_repository.running_campaign_ids(session):
-            campaign = jobs_repository.finish_campaign_if_complete(session, campaign_id)
-            if campaign is not None:
-                report.campaigns_finished.append(campaign.id)
-                devices_with_finished_campaigns.add(campaign.device_id)
+            settled = settle_campaign(session, settings, campaign_id)
+            if settled.adapt_sent:
+                report.campaigns_adapt_sent.append(campaign_id)
+            if settled.finished is not None:
+                report.campaigns_finished.append(settled.finished.id)
+                devices_with_finished_campaigns.add(settled.finished.device_id)
 
         for device in list_devices(session):
             requested = (
@@ -156,6 +226,12 @@ def run_reconcile() -> ReconcileReport:
 def fit_task(device_id: int) -> int | None:
     """``timemodel.fit(device_id)``: a new model version from all the device's samples."""
     return run_fit(device_id)
+
+
+@celery_app.task(name=CAMPAIGN_ADAPT, ignore_result=True, **FIT_TIME_LIMITS_S)  # type: ignore[untyped-decorator]  # celery is untyped
+def adapt_task(campaign_id: int) -> dict[str, Any]:
+    """``campaign.adapt(campaign_id)``: plan and queue the campaign's adaptive round, once."""
+    return asdict(run_adapt(campaign_id))
 
 
 @celery_app.task(name=JOBS_RECONCILE, ignore_result=True)  # type: ignore[untyped-decorator]  # celery is untyped

@@ -73,6 +73,13 @@ def plan_campaign(
     drawn.extend(extra_configs)
     for op_type, _config in extra_configs:
         counts[op_type] = counts.get(op_type, 0) + 1
+    return CampaignPlan(counts=counts, jobs=chunk_jobs(drawn, job_size))
+
+
+def chunk_jobs(
+    drawn: Sequence[tuple[str, dict[str, Any]]], job_size: int
+) -> list[list[dict[str, Any]]]:
+    """``(op_type, config)`` pairs cut into jobs of at most ``job_size``, indexed from 0 in each."""
     jobs: list[list[dict[str, Any]]] = []
     for start in range(0, len(drawn), job_size):
         chunk = drawn[start : start + job_size]
@@ -82,4 +89,34 @@ def plan_campaign(
                 for index, (op_type, config) in enumerate(chunk)
             ]
         )
-    return CampaignPlan(counts=counts, jobs=jobs)
+    return jobs
+
+
+def adaptive_budget(
+    samples: int, requested: int | None, fraction: float, min_campaign_samples: int
+) -> int:
+    """Samples of a campaign of ``samples`` kept for its adaptive round.
+
+    ``requested`` (the body's ``adaptive_samples``) wins when given; otherwise ``fraction`` of
+    the samples, and none below ``min_campaign_samples`` (too few per op type to rank errors).
+    """
+    if requested is not None:
+        return min(requested, samples)
+    if samples < min_campaign_samples:
+        return 0
+    return round(samples * fraction)
+
+
+def split_adaptive_budget(weights: dict[str, float], budget: int) -> dict[str, int]:
+    """``budget`` samples split across op types in proportion to ``weights`` (largest remainder,
+    so the counts add up to the budget exactly); op types of zero weight get none."""
+    positive = {op_type: w for op_type, w in weights.items() if w > 0}
+    total = sum(positive.values())
+    if budget <= 0 or total <= 0:
+        return {}
+    exact = {op_type: budget * w / total for op_type, w in positive.items()}
+    counts = {op_type: int(x) for op_type, x in exact.items()}
+    left = budget - sum(counts.values())
+    for op_type in sorted(exact, key=lambda t: (counts[t] - exact[t], t))[:left]:
+        counts[op_type] += 1
+    return {op_type: n for op_type, n in counts.items() if n > 0}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import Exists, and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, undefer
 
 from server.tables import Campaign, Job, Sample
@@ -22,6 +22,7 @@ def add_campaign(
     plan: dict[str, int],
     samples_requested: int,
     seed: int,
+    adaptive_samples: int = 0,
 ) -> Campaign:
     campaign = Campaign(
         device_id=device_id,
@@ -29,6 +30,7 @@ def add_campaign(
         plan=plan,
         samples_requested=samples_requested,
         seed=seed,
+        adaptive_samples=adaptive_samples,
         status="running",
     )
     session.add(campaign)
@@ -102,14 +104,80 @@ def campaign_progress(session: Session, campaign_id: int) -> CampaignProgress:
     )
 
 
+def _unfinished_jobs(campaign_id: int) -> Exists:
+    return exists().where(Job.campaign_id == campaign_id, Job.status.in_(UNFINISHED_STATUSES))
+
+
+def _any_job_done(campaign_id: int) -> Exists:
+    return exists().where(Job.campaign_id == campaign_id, Job.status == "done")
+
+
+def claim_adapt_request(session: Session, campaign_id: int, resend_before: datetime) -> bool:
+    """Record that ``campaign.adapt`` is being sent, when the campaign is due for its adaptive
+    round: running, a budget kept, not adapted yet, every job ended, at least one done (a round
+    whose jobs all failed has nothing to adapt from), and no request newer than
+    ``resend_before`` (an older one is taken as lost). True when the caller must send it."""
+    claimed = session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status == "running",
+            Campaign.adaptive_samples > 0,
+            Campaign.adapted_at.is_(None),
+            or_(
+                Campaign.adapt_requested_at.is_(None),
+                Campaign.adapt_requested_at < resend_before,
+            ),
+            ~_unfinished_jobs(campaign_id),
+            _any_job_done(campaign_id),
+        )
+        .values(adapt_requested_at=func.now())
+        .returning(Campaign.id)
+    ).scalar_one_or_none()
+    return claimed is not None
+
+
+def mark_adapted(
+    session: Session, campaign_id: int, plan: dict[str, int], added_samples: int
+) -> bool:
+    """Record the campaign's adaptive round (its new plan and sample count) unless one was
+    recorded already; True when this call recorded it (the caller then stores the jobs)."""
+    marked = session.execute(
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status == "running",
+            Campaign.adapted_at.is_(None),
+        )
+        .values(
+            adapted_at=func.now(),
+            plan=plan,
+            samples_requested=Campaign.samples_requested + added_samples,
+        )
+        .returning(Campaign.id)
+    ).scalar_one_or_none()
+    if marked is None:
+        return False
+    session.get(Campaign, campaign_id, populate_existing=True)
+    return True
+
+
 def finish_campaign_if_complete(session: Session, campaign_id: int) -> Campaign | None:
     """Mark the campaign done (or failed, when every job failed) once no job is queued or
-    running; returns the campaign when this call finished it."""
-    unfinished = exists().where(Job.campaign_id == campaign_id, Job.status.in_(UNFINISHED_STATUSES))
-    any_done = exists().where(Job.campaign_id == campaign_id, Job.status == "done")
+    running and its adaptive round (if any) was planned; returns the campaign when this call
+    finished it."""
+    unfinished = _unfinished_jobs(campaign_id)
+    any_done = _any_job_done(campaign_id)
+    # A pending adaptive round holds the campaign open, unless no job succeeded (then it fails).
+    adaptive_pending = and_(Campaign.adaptive_samples > 0, Campaign.adapted_at.is_(None), any_done)
     finished_id = session.execute(
         update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == "running", ~unfinished)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.status == "running",
+            ~unfinished,
+            ~adaptive_pending,
+        )
         .values(
             status=case((any_done, "done"), else_="failed"),
             finished_at=func.now(),

@@ -29,6 +29,9 @@ class CampaignCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     # Explicit configurations to measure besides the sampled ones (validated against the op space).
     configs: list[OpConfigIn] | None = Field(default=None, max_length=10_000)
+    # Samples (out of ``samples``) kept for the adaptive round; default FDIOT_ADAPTIVE_FRACTION of
+    # campaigns of at least FDIOT_ADAPTIVE_MIN_CAMPAIGN_SAMPLES; 0 disables the round.
+    adaptive_samples: int | None = Field(default=None, ge=0)
 
     @field_validator("op_types")
     @classmethod
@@ -62,6 +65,10 @@ class CampaignRead(BaseModel):
     jobs_done: int
     jobs_failed: int
     job_ids: list[int]
+    # Budget of the adaptive round (0: none) and when it was planned (None: not yet, or none).
+    # samples_requested and plan grow by the adaptive samples once it was planned.
+    adaptive_samples: int
+    adapted_at: datetime | None
     created_at: datetime
     finished_at: datetime | None
 

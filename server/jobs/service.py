@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import func
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fdiot.settings import Settings
+from fdiot.celery_config import CAMPAIGN_ADAPT
+from fdiot.settings import Settings, get_settings
 from models.features import TFLiteParseError, parse_tflite
 from models.opspace import OP_TYPES, ConfigError, validate_config
 from server.auth.service import Principal
@@ -22,12 +26,12 @@ from server.db import send_after_commit
 from server.devices.service import device_or_404
 from server.errors import conflict, field_error, not_found
 from server.jobs import repository
-from server.jobs.planning import plan_campaign
+from server.jobs.planning import adaptive_budget, chunk_jobs, plan_campaign
 from server.jobs.schemas import AgentJobRead, CampaignCreate, CampaignRead, JobRead
 from server.samples.repository import done_indices
 from server.tables import Campaign, Device, Job
 from server.timemodels.service import request_fit
-from worker.queues import BENCH_RUN, device_queue
+from worker.queues import BENCH_RUN, FIT_QUEUE, device_queue
 
 # Seeds drawn for campaigns without one: 31 bits, printable and reproducible.
 SEED_BITS = 31
@@ -57,8 +61,20 @@ def create_campaign(
     samples = body.samples if body.samples is not None else settings.default_campaign_samples
     if body.configs and body.samples is None and body.op_types is None:
         samples = 0  # only the explicit configurations (plus the invoke overhead)
+    if body.adaptive_samples is not None and body.adaptive_samples > samples:
+        raise field_error(
+            ("body", "adaptive_samples"),
+            f"at most the campaign's {samples} samples can be kept for the adaptive round",
+        )
+    adaptive = adaptive_budget(
+        samples,
+        body.adaptive_samples,
+        settings.adaptive_fraction,
+        settings.adaptive_min_campaign_samples,
+    )
     seed = body.seed if body.seed is not None else secrets.randbits(SEED_BITS)
-    plan = plan_campaign(op_types, samples, seed, settings.campaign_job_size, extra)
+    # The first round gets the rest of the budget; the adaptive round is planned when it ended.
+    plan = plan_campaign(op_types, samples - adaptive, seed, settings.campaign_job_size, extra)
     campaign = repository.add_campaign(
         session,
         device_id=device.id,
@@ -66,6 +82,7 @@ def create_campaign(
         plan=plan.counts,
         samples_requested=plan.total_samples,
         seed=seed,
+        adaptive_samples=adaptive,
     )
     for configs in plan.jobs:
         job = repository.add_job(
@@ -90,6 +107,8 @@ def campaign_read(session: Session, campaign: Campaign) -> CampaignRead:
         jobs_done=progress.jobs_done,
         jobs_failed=progress.jobs_failed,
         job_ids=progress.job_ids,
+        adaptive_samples=campaign.adaptive_samples,
+        adapted_at=campaign.adapted_at,
         created_at=campaign.created_at,
         finished_at=campaign.finished_at,
     )
@@ -208,10 +227,61 @@ def heartbeat_job(session: Session, job: Job) -> None:
     session.flush()
 
 
+@dataclass(frozen=True)
+class CampaignSettled:
+    """What :func:`settle_campaign` did: finished the campaign, or sent ``campaign.adapt``."""
+
+    finished: Campaign | None = None
+    adapt_sent: bool = False
+
+
+def settle_campaign(session: Session, settings: Settings, campaign_id: int) -> CampaignSettled:
+    """The one place a campaign moves on once its jobs ended (agent's complete/fail, the
+    reconciler, campaign.adapt): send ``campaign.adapt`` (after commit) when its adaptive round is
+    due, or re-send it when the last request is older than ``reconcile_after_s`` and the round
+    still was not planned (the message was lost); otherwise finish it when every job ended.
+    The caller asks for a fit when it finished."""
+    now = session.scalar(select(func.now()))
+    assert now is not None
+    resend_before = now - timedelta(seconds=settings.reconcile_after_s)
+    if repository.claim_adapt_request(session, campaign_id, resend_before):
+        send_after_commit(session, CAMPAIGN_ADAPT, (campaign_id,), FIT_QUEUE)
+        return CampaignSettled(adapt_sent=True)
+    return CampaignSettled(finished=repository.finish_campaign_if_complete(session, campaign_id))
+
+
+def add_adaptive_round(
+    session: Session,
+    settings: Settings,
+    campaign: Campaign,
+    drawn: Sequence[tuple[str, dict[str, Any]]],
+) -> list[Job]:
+    """Store the adaptive round's configurations as new jobs of ``campaign`` and queue them
+    (after commit); grows the campaign's plan and ``samples_requested``. Returns no jobs when
+    the round was already stored (a duplicate ``campaign.adapt``)."""
+    plan = dict(campaign.plan)
+    for op_type, _config in drawn:
+        plan[op_type] = plan.get(op_type, 0) + 1
+    if not repository.mark_adapted(session, campaign.id, plan, len(drawn)):
+        return []
+    jobs: list[Job] = []
+    for configs in chunk_jobs(drawn, settings.campaign_job_size):
+        job = repository.add_job(
+            session,
+            kind="ops",
+            device_id=campaign.device_id,
+            campaign_id=campaign.id,
+            configs=configs,
+        )
+        enqueue_job(session, job)
+        jobs.append(job)
+    return jobs
+
+
 def _after_job_finished(session: Session, job: Job) -> None:
     if job.campaign_id is not None:
-        finished = repository.finish_campaign_if_complete(session, job.campaign_id)
-        if finished is not None:
+        settled = settle_campaign(session, get_settings(), job.campaign_id)
+        if settled.finished is not None:
             request_fit(session, job.device_id)
 
 

@@ -1,0 +1,295 @@
+"""Adaptive rounds of campaigns: the budget kept at creation, ``campaign.adapt`` sent once the
+first round ended, the adaptive jobs stored once and queued, the campaign finishing only after
+them, and the reconciler re-sending a lost ``campaign.adapt``. Real PostgreSQL and Redis; the
+tasks' bodies run directly, samples are synthetic and posted through the agent API."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from fdiot.settings import Settings
+from tests.helpers import auth, synthetic_sample
+
+FIT_QUEUE = "fit"
+
+
+def _campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict[str, Any]:
+    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(token))
+    assert response.status_code == 202, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _adapt_messages(broker: redis.Redis, campaign_id: int) -> int:
+    """``campaign.adapt(campaign_id)`` messages waiting in the fit queue."""
+    count = 0
+    for raw in broker.lrange(FIT_QUEUE, 0, -1):
+        message = json.loads(raw)
+        if message.get("headers", {}).get("task") != "campaign.adapt":
+            continue
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]  # Celery protocol 2 body: [args, kwargs, embed]
+        count += args == [campaign_id]
+    return count
+
+
+def _run_jobs(client: TestClient, agent_token: str, job_ids: list[int]) -> None:
+    """Post synthetic samples for every configuration of the jobs, then complete them."""
+    agent = auth(agent_token)
+    for job_id in job_ids:
+        job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
+        samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
+        posted = client.post(
+            f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
+        )
+        assert posted.status_code == 200, posted.text
+        done = client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
+        assert done.status_code == 200, done.text
+
+
+def _sql(statement: str, **params: Any) -> None:
+    from server.db import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        session.execute(text(statement), params)
+        session.commit()
+
+
+# -- planning (pure) -----------------------------------------------------------------------------
+
+
+def test_adaptive_budget_and_split() -> None:
+    from server.jobs.planning import adaptive_budget, split_adaptive_budget
+
+    assert adaptive_budget(2500, None, 0.2, 200) == 500
+    assert adaptive_budget(199, None, 0.2, 200) == 0  # small campaigns: none by default
+    assert adaptive_budget(100, 30, 0.2, 200) == 30  # an explicit budget wins
+    assert adaptive_budget(2500, 0, 0.2, 200) == 0  # 0 disables
+
+    split = split_adaptive_budget({"conv2d": 3.0, "add": 1.0, "relu": 0.0}, 10)
+    assert sum(split.values()) == 10
+    assert split["conv2d"] > split["add"] > 0 and "relu" not in split
+    assert split_adaptive_budget({"conv2d": 1.0, "add": 1.0, "mul": 1.0}, 100) in (
+        {"conv2d": 34, "add": 33, "mul": 33},
+        {"conv2d": 33, "add": 34, "mul": 33},
+        {"conv2d": 33, "add": 33, "mul": 34},
+    )
+    assert split_adaptive_budget({"conv2d": 0.0}, 10) == {}
+
+
+# -- API and tasks -------------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+def test_campaign_keeps_an_adaptive_budget(
+    client: TestClient, client_token: str, device: dict[str, Any], migrated: Settings
+) -> None:
+    large = _campaign(client, client_token, device["id"], op_types=["add"], samples=300, seed=1)
+    assert large["adaptive_samples"] == round(300 * migrated.adaptive_fraction)
+    assert large["adapted_at"] is None
+    # The first round is planned with the rest (plus the invoke-overhead minimum).
+    assert large["samples_requested"] == sum(large["plan"].values())
+    assert large["plan"]["add"] == 300 - large["adaptive_samples"]
+
+    small = _campaign(client, client_token, device["id"], op_types=["add"], samples=50, seed=1)
+    assert small["adaptive_samples"] == 0
+    off = _campaign(
+        client, client_token, device["id"], op_types=["add"], samples=300, adaptive_samples=0
+    )
+    assert off["adaptive_samples"] == 0 and off["plan"]["add"] == 300
+    forced = _campaign(
+        client, client_token, device["id"], op_types=["add"], samples=50, adaptive_samples=20
+    )
+    assert forced["adaptive_samples"] == 20 and forced["plan"]["add"] == 30
+
+    too_many = client.post(
+        f"/devices/{device['id']}/campaigns",
+        json={"op_types": ["add"], "samples": 50, "adaptive_samples": 51},
+        headers=auth(client_token),
+    )
+    assert too_many.status_code == 422
+    assert too_many.json()["detail"][0]["field"] == "adaptive_samples"
+
+
+@pytest.mark.stack
+def test_adaptive_round_runs_once_then_the_campaign_finishes(
+    client: TestClient,
+    client_token: str,
+    agent_token: str,
+    device: dict[str, Any],
+    broker: redis.Redis,
+) -> None:
+    pytest.importorskip("models.timemodel")
+    from worker.broker import pending_job_ids
+    from worker.tasks import run_adapt
+
+    campaign = _campaign(
+        client,
+        client_token,
+        device["id"],
+        op_types=["fully_connected", "add"],
+        samples=120,
+        adaptive_samples=40,
+        seed=5,
+    )
+    first_round = campaign["job_ids"]
+    initial_samples = campaign["samples_requested"]
+    assert campaign["adaptive_samples"] == 40
+
+    # Before the first round ended the task adds nothing.
+    early = run_adapt(campaign["id"])
+    assert early.skipped == "first round still running" and early.job_ids == []
+
+    _run_jobs(client, agent_token, first_round)
+    state = client.get(f"/campaigns/{campaign['id']}").json()
+    assert state["status"] == "running"  # held open for the adaptive round
+    assert state["adapted_at"] is None
+    assert _adapt_messages(broker, campaign["id"]) == 1  # sent after the last job's commit
+
+    report = run_adapt(campaign["id"])
+    assert report.skipped is None and report.samples_added == 40 and report.job_ids
+    assert not report.finished
+    state = client.get(f"/campaigns/{campaign['id']}").json()
+    assert state["adapted_at"] is not None
+    assert state["samples_requested"] == initial_samples + 40
+    assert state["samples_requested"] == sum(state["plan"].values())
+    assert state["job_ids"] == first_round + report.job_ids
+    assert set(report.job_ids) <= pending_job_ids(broker, f"device.{device['id']}")
+    agent = auth(agent_token)
+    adaptive_configs = [
+        c
+        for job_id in report.job_ids
+        for c in client.get(f"/agent/jobs/{job_id}", headers=agent).json()["configs"]
+    ]
+    assert {c["op_type"] for c in adaptive_configs} <= {"fully_connected", "add"}
+
+    # Idempotent: a duplicate message adds nothing.
+    again = run_adapt(campaign["id"])
+    assert again.job_ids == [] and again.skipped == "already adapted or finished"
+    assert client.get(f"/campaigns/{campaign['id']}").json()["jobs_total"] == len(state["job_ids"])
+
+    _run_jobs(client, agent_token, report.job_ids)
+    state = client.get(f"/campaigns/{campaign['id']}").json()
+    assert state["status"] == "done"
+    assert state["samples_done"] == state["samples_requested"]
+    from server.db import get_sessionmaker
+    from server.tables import Device
+
+    with get_sessionmaker()() as session:
+        row = session.get(Device, device["id"])  # finishing the campaign asked for a fit
+        assert row is not None and row.fit_requested_at is not None
+
+
+@pytest.mark.stack
+def test_reconciler_resends_a_lost_adapt_and_an_empty_round_finishes(
+    client: TestClient,
+    client_token: str,
+    device: dict[str, Any],
+    broker: redis.Redis,
+    migrated: Settings,
+) -> None:
+    from worker.tasks import run_adapt, run_reconcile
+
+    campaign = _campaign(
+        client, client_token, device["id"], op_types=["add"], samples=20, adaptive_samples=5
+    )
+    # The first round finished behind the API's back (no samples stored).
+    _sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
+    report = run_reconcile()
+    assert campaign["id"] in report.campaigns_adapt_sent
+    assert campaign["id"] not in report.campaigns_finished
+    assert _adapt_messages(broker, campaign["id"]) == 1
+    assert client.get(f"/campaigns/{campaign['id']}").json()["status"] == "running"
+
+    # A recent request is not re-sent...
+    assert campaign["id"] not in run_reconcile().campaigns_adapt_sent
+    # ...an old one whose message was lost is.
+    broker.delete(FIT_QUEUE)
+    _sql(
+        "UPDATE campaigns SET adapt_requested_at = now() - make_interval(secs => :s) WHERE id = :c",
+        s=2 * migrated.reconcile_after_s,
+        c=campaign["id"],
+    )
+    assert campaign["id"] in run_reconcile().campaigns_adapt_sent
+    assert _adapt_messages(broker, campaign["id"]) == 1
+
+    # No sample to adapt from: the round is empty, marked, and the campaign finishes.
+    adapted = run_adapt(campaign["id"])
+    assert adapted.job_ids == [] and adapted.finished
+    state = client.get(f"/campaigns/{campaign['id']}").json()
+    assert state["status"] == "done" and state["adapted_at"] is not None
+    assert campaign["id"] not in run_reconcile().campaigns_adapt_sent
+
+
+@pytest.mark.stack
+def test_a_campaign_whose_jobs_all_failed_is_not_adapted(
+    client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
+) -> None:
+    campaign = _campaign(
+        client, client_token, device["id"], op_types=["add"], samples=20, adaptive_samples=5
+    )
+    for job_id in campaign["job_ids"]:
+        failed = client.post(
+            f"/agent/jobs/{job_id}/fail", json={"error": "boom"}, headers=auth(agent_token)
+        )
+        assert failed.status_code == 200
+    state = client.get(f"/campaigns/{campaign['id']}").json()
+    assert state["status"] == "failed" and state["adapted_at"] is None
+
+
+@pytest.mark.stack
+def test_a_real_fit_worker_runs_campaign_adapt(
+    client: TestClient,
+    client_token: str,
+    device: dict[str, Any],
+    broker: redis.Redis,
+    tmp_path: Any,
+) -> None:
+    """``campaign.adapt`` sent by name with no queue (the route picks ``fit``) is registered and
+    run by a real Celery worker of the fit queue."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from fdiot.celery_config import CAMPAIGN_ADAPT
+    from worker.celery_app import celery_app
+
+    campaign = _campaign(
+        client, client_token, device["id"], op_types=["add"], samples=20, adaptive_samples=5
+    )
+    _sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
+    broker.delete(FIT_QUEUE)  # fits left by earlier tests are not this test's business
+    celery_app.send_task(CAMPAIGN_ADAPT, args=[campaign["id"]])
+    assert _adapt_messages(broker, campaign["id"]) == 1
+    log_path = tmp_path / "fit-worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"),
+                *("-Q", FIT_QUEUE, "-c", "1", "--prefetch-multiplier", "1"),
+                *("-n", "fit-test@%h", "--without-gossip", "--without-mingle"),
+            ],
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while client.get(f"/campaigns/{campaign['id']}").json()["adapted_at"] is None:
+            assert worker.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert client.get(f"/campaigns/{campaign['id']}").json()["status"] == "done"
