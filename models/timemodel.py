@@ -33,6 +33,9 @@ _TILED_WIDTH: dict[str, str] = {
 }
 _RECURRENT = frozenset({"lstm", "gru"})
 _BROADCAST_OPS = frozenset({"add", "mul", "sub"})
+# Largest depthwise kernel (taps = kh * kw) XNNPACK runs with a single-pass micro-kernel (5x5);
+# larger kernels run a multi-pass kernel measured ~8x slower per FLOP on this host.
+_DW_UNIPASS_TAPS = 25
 # Cost features whose sum is the bytes an op touches (its cache footprint).
 _WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 # Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
@@ -78,6 +81,10 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     Recurrent layers also use ``seq_len`` (each loop step pays a fixed interpreter cost) and
     ``accumulated_bytes`` (a layer that returns sequences rewrites its [seq_len, 1, units]
     output accumulator at every step: seq_len**2 * units floats copied).
+    The tiled depthwise model adds ``flops_multipass`` (FLOPs of kernels over 25 taps) and
+    ``flops_grouped`` (FLOPs when ``multiplier > 1``): XNNPACK runs both with other, much slower
+    kernels (measured 6-8x the ms per FLOP of 3x3), and as leaf terms they need one coefficient
+    each instead of a leaf of their own, which their few samples cannot fill.
     """
     _check_variant(variant)
     names = list(COST_FEATURES)
@@ -85,6 +92,8 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
         names += ["seq_len", "accumulated_bytes"]
     if op_type in _BROADCAST_OPS:
         names.append("broadcast_rows")
+    if variant == "tiled" and op_type == "depthwise_conv2d":
+        names += ["flops_multipass", "flops_grouped"]
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = _TILED_WIDTH[op_type]
         names += [f"flops_{width}_tile{t}" for t in TILE_SIZES]
@@ -139,6 +148,13 @@ def op_feature_vector(
     if op_type in _BROADCAST_OPS:
         broadcast = int(config.get("broadcast", 0))
         row.append(float(broadcast * int(config.get("h", 0)) * int(config.get("w", 0))))
+    if variant == "tiled" and op_type == "depthwise_conv2d":
+        flops = float(feats.get("flops", 0.0))
+        taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
+        row += [
+            flops if taps > _DW_UNIPASS_TAPS else 0.0,
+            flops if int(config.get("multiplier", 1)) > 1 else 0.0,
+        ]
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width_name = _TILED_WIDTH[op_type]
         width = int(config.get(width_name, 0))
@@ -539,6 +555,64 @@ def estimate_weight_streaming(
     return cache_bytes, float(np.exp(np.median(rates[k:])))
 
 
+# Tukey bisquare constant (95% efficiency under Gaussian noise) and the MAD-to-sigma factor.
+_BISQUARE_C = 4.685
+_MAD_TO_SIGMA = 1.4826
+# Reweighting passes of the robust fit (each refits the tree once).
+ROBUST_PASSES = 1
+
+
+def robust_weights(relative_residuals: np.ndarray) -> np.ndarray:
+    """Tukey bisquare factors in [0, 1] for relative residuals (prediction / measured - 1).
+
+    A sample measured while the host was busy runs uniformly slower (2-4x on this host: the
+    56x56x64 conv sweep has cout=51 at 15.9 ms between cout=50 and 53 at 7.9 and 8.1 ms), and its
+    p10-p90 spread need not show it. Samples far outside the robust scale (MAD) of the residuals
+    get little or no weight, so one contended measurement cannot bend a leaf.
+    """
+    r = np.asarray(relative_residuals, dtype=float)
+    scale = _MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
+    if not np.isfinite(scale) or scale <= 0:
+        return np.ones_like(r)
+    u = r / (_BISQUARE_C * scale)
+    factors: np.ndarray = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+    return factors
+
+
+def fit_tree(
+    op_type: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    *,
+    cv: int = 5,
+    seed: int = 0,
+    variant: str = "tiled",
+    overhead_ms: float = 0.0,
+    robust_passes: int = ROBUST_PASSES,
+) -> TreeLinearRegressor:
+    """The tree of ``op_type`` fitted on op times ``y`` (ms), robustly reweighted.
+
+    Weights are :func:`fit_weights` (relative error of the measured latency) times
+    :func:`robust_weights` of the previous pass's in-sample residuals. The paper variant is
+    fitted as the paper did, without reweighting.
+    """
+    if variant == "paper":
+        robust_passes = 0
+    weights = fit_weights(y, overhead_ms)
+    reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
+    reg.fit(X, y, sample_weight=weights)
+    measured = y + overhead_ms
+    for _ in range(robust_passes):
+        resid = (np.maximum(reg.predict(X), 0.0) + overhead_ms) / measured - 1.0
+        factors = robust_weights(resid)
+        if np.count_nonzero(factors) < len(y) // 2:
+            break
+        reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
+        reg.fit(X, y, sample_weight=weights * factors)
+    return reg
+
+
 def _cv_predictions(
     op_type: str,
     X: np.ndarray,
@@ -552,13 +626,23 @@ def _cv_predictions(
     """Out-of-fold predictions of op times (ms) by K-fold cross-validation."""
     folds = min(cv, len(y))
     pred = np.zeros(len(y))
-    weights = fit_weights(y, overhead_ms)
     if folds < 2:
-        reg = make_regressor(op_type, names, cv=0, seed=seed, variant=variant)
-        return reg.fit(X, y, sample_weight=weights).predict(X)
+        reg = fit_tree(
+            op_type, X, y, names, cv=0, seed=seed, variant=variant, overhead_ms=overhead_ms
+        )
+        return reg.predict(X)
     for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X):
-        reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
-        pred[test] = reg.fit(X[train], y[train], sample_weight=weights[train]).predict(X[test])
+        reg = fit_tree(
+            op_type,
+            X[train],
+            y[train],
+            names,
+            cv=cv,
+            seed=seed,
+            variant=variant,
+            overhead_ms=overhead_ms,
+        )
+        pred[test] = reg.predict(X[test])
     return pred
 
 
@@ -573,10 +657,13 @@ def fit_device_model(
 
     Each op sample's ``latency.median_ms`` includes one invoke overhead (estimated from the
     ``invoke_overhead`` samples), which is subtracted before fitting. Returns the model and
-    ``{"per_op_type": {op_type: {"cv_mape", "cv_mape_op", "within_10pct", "samples"}},
+    ``{"per_op_type": {op_type: {"cv_mape", "cv_mape_op", "within_10pct", "samples",
+    "inlier_share", "cv_mape_inliers"}},
     "overhead_ms", "variant", "samples"}``. ``cv_mape`` is the mean absolute percentage error
     as a fraction (0.05 = 5%) of each sample's measured latency against the out-of-fold op
-    prediction plus the overhead; ``cv_mape_op`` is the same on the op time alone.
+    prediction plus the overhead; ``cv_mape_op`` is the same on the op time alone;
+    ``cv_mape_inliers`` is ``cv_mape`` over the ``inlier_share`` of samples that the final robust
+    fit keeps (:func:`robust_weights` > 0), i.e. without the measurements it judges contended.
     """
     _check_variant(variant)
     overhead = estimate_overhead_ms(samples)
@@ -609,8 +696,16 @@ def fit_device_model(
             "within_10pct": float(np.mean(rel <= 0.10)),
             "samples": len(own),
         }
-        reg = make_regressor(op_type, names, cv=cv, seed=seed, variant=variant)
-        trees[op_type] = reg.fit(X, y, sample_weight=fit_weights(y, overhead))
+        tree = fit_tree(
+            op_type, X, y, names, cv=cv, seed=seed, variant=variant, overhead_ms=overhead
+        )
+        trees[op_type] = tree
+        # Samples the robust fit keeps (bisquare weight > 0): the error on them says how well
+        # the model fits quiet measurements, apart from the contended ones it rejects.
+        resid = (np.maximum(tree.predict(X), 0.0) + overhead) / measured - 1.0
+        inlier = robust_weights(resid) > 0
+        per_op[op_type]["inlier_share"] = float(np.mean(inlier))
+        per_op[op_type]["cv_mape_inliers"] = float(np.mean(rel[inlier])) if inlier.any() else None
     cache_bytes, dram_rate = estimate_weight_streaming(samples, overhead)
     model = DeviceTimeModel(
         trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate

@@ -176,6 +176,11 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         """
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         sw = _sample_weight(sample_weight, X.shape[0])
+        # Rows of zero weight (e.g. rejected by a robust refit) carry no information: drop them,
+        # so they neither count towards min_samples_leaf nor leave a child with a zero Gram matrix.
+        keep = sw > 0
+        if not np.all(keep) and np.any(keep):
+            X, y, sw = X[keep], y[keep], sw[keep]
         self.cost_indices_ = self._resolve(self.cost_features, X.shape[1])
         self.split_indices_ = self._resolve(self.split_features, X.shape[1])
         self.integer_columns_ = np.all(np.equal(np.mod(X, 1), 0), axis=0) & np.all(X >= 1, axis=0)

@@ -11,7 +11,16 @@ from models.evaluation import fit_baselines, mape, within_fraction
 from models.features import OpInstance, cost_features
 from models.opspace import channel_sweep_configs, sample_configs
 from models.plots import conv_channel_plot_png
-from models.timemodel import DeviceTimeModel, estimate_weight_streaming, fit_device_model
+from models.timemodel import (
+    DeviceTimeModel,
+    build_design,
+    estimate_weight_streaming,
+    feature_names,
+    fit_device_model,
+    fit_tree,
+    op_feature_vector,
+    robust_weights,
+)
 
 OVERHEAD_MS = 0.02
 
@@ -185,3 +194,40 @@ def test_networks_beyond_the_cache_stream_their_weights():
     assert together.total_ms - model.overhead_ms == pytest.approx(4 * 3 * alone, rel=0.2)
     assert all("DRAM" in op.note for op in together.ops)
     assert DeviceTimeModel.from_dict(model.to_dict()).cache_bytes == model.cache_bytes
+
+
+def test_robust_weights_reject_contended_samples():
+    rng = np.random.default_rng(0)
+    resid = np.r_[rng.normal(0.0, 0.02, 200), 1.0, 2.0]  # two samples measured 2x and 3x slow
+    factors = robust_weights(resid)
+    assert np.all(factors[-2:] == 0.0)
+    assert np.mean(factors[:200] > 0.5) > 0.9 and np.all((factors >= 0) & (factors <= 1))
+    assert np.all(robust_weights(np.zeros(5)) == 1.0)  # no spread: nothing to reject
+
+
+def test_robust_fit_ignores_a_slowed_sample(samples):
+    conv = [s for s in samples if s["op_type"] == "conv2d"]
+    slowed = [dict(s) for s in conv]
+    # One contended measurement (2x slow), as a time-shared core gives.
+    slowed[0] = {**slowed[0], "latency": {"median_ms": 2 * slowed[0]["latency"]["median_ms"]}}
+    X, y, names = build_design("conv2d", slowed, OVERHEAD_MS)
+    _, y_clean, _ = build_design("conv2d", conv, OVERHEAD_MS)
+    plain = fit_tree("conv2d", X, y, names, cv=0, overhead_ms=OVERHEAD_MS, robust_passes=0)
+    robust = fit_tree("conv2d", X, y, names, cv=0, overhead_ms=OVERHEAD_MS, robust_passes=1)
+    err_plain = mape(y_clean[1:], plain.predict(X[1:]))
+    err_robust = mape(y_clean[1:], robust.predict(X[1:]))
+    assert err_robust <= err_plain + 1e-9
+    assert robust.predict(X[:1])[0] < 1.3 * y_clean[0]  # predicts the quiet time, not the 2x
+
+
+def test_depthwise_regime_features():
+    base = {"h": 14, "w": 14, "cin": 32, "multiplier": 1, "kh": 3, "kw": 3, "stride": 1}
+    names = feature_names("depthwise_conv2d")
+    col = {n: i for i, n in enumerate(names)}
+    plain = op_feature_vector("depthwise_conv2d", base)
+    big = op_feature_vector("depthwise_conv2d", {**base, "kh": 7, "kw": 7})
+    grouped = op_feature_vector("depthwise_conv2d", {**base, "multiplier": 2})
+    assert plain[col["flops_multipass"]] == 0 and plain[col["flops_grouped"]] == 0
+    assert big[col["flops_multipass"]] == big[col["flops"]] > 0 and big[col["flops_grouped"]] == 0
+    assert grouped[col["flops_grouped"]] == grouped[col["flops"]] > 0
+    assert "flops_multipass" not in feature_names("depthwise_conv2d", "paper")

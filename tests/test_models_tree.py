@@ -104,3 +104,17 @@ def test_pruning_keeps_a_linear_target_small():
     y = 0.3 * X[:, 0] + 1.0 + rng.normal(0, 0.05, 300)
     est = TreeLinearRegressor(cost_features=[0], split_features=[1], random_state=0).fit(X, y)
     assert est.n_leaves_ <= 3
+
+
+def test_zero_weight_rows_are_ignored():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(1, 100, size=(60, 2))
+    y = 2.0 * X[:, 0] + 1.0
+    y_bad = y.copy()
+    y_bad[:5] = 1e6  # rows the caller rejected
+    w = np.ones(60)
+    w[:5] = 0.0
+    a = TreeLinearRegressor(cost_features=[0], split_features=[1], cv=0).fit(X, y_bad, w)
+    b = TreeLinearRegressor(cost_features=[0], split_features=[1], cv=0).fit(X[5:], y[5:])
+    np.testing.assert_allclose(a.predict(X), b.predict(X))
+    assert a.n_features_in_ == 2
