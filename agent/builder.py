@@ -121,10 +121,7 @@ def _graph(op_type: str, c: Mapping[str, Any]) -> _Graph:
         h, w, cin, cout = int(c["h"]), int(c["w"]), int(c["cin"]), int(c["cout"])
         kh, kw, stride = int(c["kh"]), int(c["kw"]), int(c["stride"])
         padding, act = _padding(c["padding"]), _activation(c["activation"])
-        oh, ow = (
-            _spatial_out(h, kh, stride, c["padding"]),
-            _spatial_out(w, kw, stride, c["padding"]),
-        )
+        oh, ow = _window_out(c)
 
         def conv_options(b: flatbuffers.Builder) -> int:
             tflite.Conv2DOptionsStart(b)
@@ -149,10 +146,7 @@ def _graph(op_type: str, c: Mapping[str, Any]) -> _Graph:
         h, w, cin, mult = int(c["h"]), int(c["w"]), int(c["cin"]), int(c["multiplier"])
         kh, kw, stride = int(c["kh"]), int(c["kw"]), int(c["stride"])
         padding, act = _padding(c["padding"]), _activation(c["activation"])
-        oh, ow = (
-            _spatial_out(h, kh, stride, c["padding"]),
-            _spatial_out(w, kw, stride, c["padding"]),
-        )
+        oh, ow = _window_out(c)
         cout = cin * mult
 
         def dw_options(b: flatbuffers.Builder) -> int:
@@ -206,10 +200,7 @@ def _graph(op_type: str, c: Mapping[str, Any]) -> _Graph:
         h, w, ch = int(c["h"]), int(c["w"]), int(c["c"])
         kh, kw, stride = int(c["kh"]), int(c["kw"]), int(c["stride"])
         padding = _padding(c["padding"])
-        oh, ow = (
-            _spatial_out(h, kh, stride, c["padding"]),
-            _spatial_out(w, kw, stride, c["padding"]),
-        )
+        oh, ow = _window_out(c)
 
         def pool_options(b: flatbuffers.Builder) -> int:
             tflite.Pool2DOptionsStart(b)
@@ -344,6 +335,15 @@ def _activation(name: object) -> int:
     if name not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return int(_ACTIVATIONS[str(name)])
+
+
+def _window_out(c: Mapping[str, Any]) -> tuple[int, int]:
+    """Output height and width of a windowed op (convolutions, pools) from its config."""
+    stride, padding = int(c["stride"]), c["padding"]
+    return (
+        _spatial_out(int(c["h"]), int(c["kh"]), stride, padding),
+        _spatial_out(int(c["w"]), int(c["kw"]), stride, padding),
+    )
 
 
 def _spatial_out(size: int, kernel: int, stride: int, padding: object) -> int:

@@ -157,6 +157,42 @@ def predict_baselines(baselines: Mapping[str, Any], flatbuffer: bytes) -> dict[s
 # Report: table, summary, JSON.
 
 
+def _network_result(
+    name: str,
+    flatbuffer: bytes,
+    counts: tuple[dict[str, int], dict[str, int]],
+    *,
+    measured_ms: float,
+    p10_ms: float | None,
+    p90_ms: float | None,
+    prediction: Any,
+    baselines: Mapping[str, Any],
+) -> NetworkResult:
+    """One zoo network's result from its measured latency (ms) and our prediction; prints a line.
+
+    ``counts`` is :func:`op_counts`' answer; ``prediction`` a NetworkPrediction or the API's
+    mapping (both paths share this so the online and offline results read the same).
+    """
+    op_counts_, fallback_ops = counts
+    result = NetworkResult(
+        name=name,
+        family=zoo.NETWORKS[name].family,
+        measured_ms=measured_ms,
+        p10_ms=p10_ms,
+        p90_ms=p90_ms,
+        predicted_ms=_total_ms(prediction),
+        predicted_by_op_type_ms=by_op_type_ms(prediction),
+        baselines_ms=predict_baselines(baselines, flatbuffer),
+        op_counts=op_counts_,
+        fallback_ops=fallback_ops,
+    )
+    console.print(
+        f"  {name}: measured {result.measured_ms:.2f} ms, "
+        f"predicted {result.predicted_ms:.2f} ms ({_fmt_pct(result.error_pct)}%)"
+    )
+    return result
+
+
 def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}"
 
@@ -409,23 +445,17 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             job_result = job.get("result") or {}
             latency = job_result.get("latency") or job_result
             prediction = client.predict(device_id, flatbuffer, name=f"{name}.tflite")
-            result = NetworkResult(
-                name=name,
-                family=zoo.NETWORKS[name].family,
+            result = _network_result(
+                name,
+                flatbuffer,
+                (counts, fallback),
                 measured_ms=float(latency["median_ms"]),
                 p10_ms=latency.get("p10_ms"),
                 p90_ms=latency.get("p90_ms"),
-                predicted_ms=float(prediction["total_ms"]),
-                predicted_by_op_type_ms=by_op_type_ms(prediction),
-                baselines_ms=predict_baselines(baselines, flatbuffer),
-                op_counts=counts,
-                fallback_ops=fallback,
+                prediction=prediction,
+                baselines=baselines,
             )
             results.append(result)
-            console.print(
-                f"  {name}: measured {result.measured_ms:.2f} ms, "
-                f"predicted {result.predicted_ms:.2f} ms ({_fmt_pct(result.error_pct)}%)"
-            )
 
         plot_path = RESULTS_DIR / f"conv_channels_{_slug(device.get('name') or device_id)}.png"
         plot_path.parent.mkdir(parents=True, exist_ok=True)
@@ -582,23 +612,17 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 cache.put_network(name, flatbuffer, stats)
                 cache.save()
             prediction = model.predict_network(parse_tflite(flatbuffer))
-            result = NetworkResult(
-                name=name,
-                family=zoo.NETWORKS[name].family,
+            result = _network_result(
+                name,
+                flatbuffer,
+                (counts, fallback),
                 measured_ms=float(stats["median_ms"]),
                 p10_ms=float(stats["p10_ms"]),
                 p90_ms=float(stats["p90_ms"]),
-                predicted_ms=_total_ms(prediction),
-                predicted_by_op_type_ms=by_op_type_ms(prediction),
-                baselines_ms=predict_baselines(baselines, flatbuffer),
-                op_counts=counts,
-                fallback_ops=fallback,
+                prediction=prediction,
+                baselines=baselines,
             )
             results.append(result)
-            console.print(
-                f"  {name}: measured {result.measured_ms:.2f} ms, "
-                f"predicted {result.predicted_ms:.2f} ms ({_fmt_pct(result.error_pct)}%)"
-            )
     run: JSON = {
         "mode": "offline",
         "seed": seed,

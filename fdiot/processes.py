@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,36 @@ def keep_off_measurement_core(settings: Settings, env: dict[str, str]) -> Callab
     return restrict
 
 
+def celery_worker_command(queues: str, node_name: str, extra: Sequence[str] = ()) -> list[str]:
+    """The command line of a one-process Celery worker of ``worker.celery_app``.
+
+    ``queues`` is Celery's comma-separated ``-Q`` list; ``extra`` options (such as ``-B``) go
+    before the node name. One process, one message at a time: a fit or a reconcile pass is long
+    and must not hold a second message hostage.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        *extra,
+        "-n",
+        node_name,
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+    ]
+
+
 def role_command(role: str, settings: Settings) -> list[str]:
     """The command line of one role, run with this interpreter."""
     python = sys.executable
@@ -65,29 +95,7 @@ def role_command(role: str, settings: Settings) -> list[str]:
         ]
     if role == "fit-worker":
         schedule = str((settings.home / "celerybeat-schedule").resolve())
-        return [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "fit,control",
-            "-c",
-            "1",
-            "--prefetch-multiplier",
-            "1",
-            "-B",
-            "-s",
-            schedule,
-            "-n",
-            "fit@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ]
+        return celery_worker_command("fit,control", "fit@%h", extra=("-B", "-s", schedule))
     if role == "agent":
         return [python, "-m", "fdiot.cli", "agent"]
     raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")

@@ -356,19 +356,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def leaves(self) -> list[tuple[list[str], Node]]:
         """Leaves in order, each with its list of path conditions (as text) and its node."""
         check_is_fitted(self, "tree_")
-        names = self._column_names()
-        out: list[tuple[list[str], Node]] = []
-
-        def walk(node: Node, path: list[str]) -> None:
-            if "split" not in node:
-                out.append((path, node))
-                return
-            yes, no = _condition_text(node["split"], names)
-            walk(node["left"], [*path, yes])
-            walk(node["right"], [*path, no])
-
-        walk(self.tree_, [])
-        return out
+        return self._leaves_with(self._column_names())
 
     def _column_names(self, feature_names: Sequence[str] | None = None) -> list[str]:
         names = list(feature_names) if feature_names is not None else self._names()
@@ -395,6 +383,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return "\n".join(lines)
 
     def _leaves_with(self, names: list[str]) -> list[tuple[list[str], Node]]:
+        """Leaves in order, each with its path conditions written with ``names``."""
         out: list[tuple[list[str], Node]] = []
 
         def walk(node: Node, path: list[str]) -> None:

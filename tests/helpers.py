@@ -3,7 +3,13 @@ for estimator-level checks, and a tiny real .tflite. Fixtures live in ``conftest
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -22,6 +28,58 @@ def make_token(client: TestClient, admin_token: str, kind: str) -> str:
     assert response.status_code == 201, response.text
     token: str = response.json()["token"]
     return token
+
+
+def post_campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict[str, Any]:
+    """POST a campaign for ``device_id`` with ``body`` as JSON; asserts 202 and returns it."""
+    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(token))
+    assert response.status_code == 202, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def run_sql(statement: str, **params: Any) -> None:
+    """Run one SQL statement against the test database and commit (behind the API's back)."""
+    from sqlalchemy import text
+
+    from server.db import get_sessionmaker
+
+    with get_sessionmaker()() as session:
+        session.execute(text(statement), params)
+        session.commit()
+
+
+@contextmanager
+def celery_worker(queues: str, node_name: str, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real one-process Celery worker of ``queues`` (logging to ``log_path``), stopped on exit."""
+    from fdiot.processes import celery_worker_command
+
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            celery_worker_command(queues, node_name),
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def wait_for_worker(
+    worker: subprocess.Popen[bytes],
+    log_path: Path,
+    done: Callable[[], bool],
+    timeout_s: float = 90.0,  # a cold Celery start plus one task, with headroom on a busy CPU
+) -> None:
+    """Poll ``done`` every 0.5 s until true; fail with the worker's log if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert worker.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.5)
 
 
 def device_body(name: str | None = None, threads: int = 1) -> dict[str, Any]:

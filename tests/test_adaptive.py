@@ -12,19 +12,18 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from fdiot.settings import Settings
-from tests.helpers import auth, synthetic_sample
+from tests.helpers import (
+    auth,
+    celery_worker,
+    post_campaign,
+    run_sql,
+    synthetic_sample,
+    wait_for_worker,
+)
 
 FIT_QUEUE = "fit"
-
-
-def _campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict[str, Any]:
-    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(token))
-    assert response.status_code == 202, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def _adapt_messages(broker: redis.Redis, campaign_id: int) -> int:
@@ -56,14 +55,6 @@ def _run_jobs(client: TestClient, agent_token: str, job_ids: list[int]) -> None:
         assert done.status_code == 200, done.text
 
 
-def _sql(statement: str, **params: Any) -> None:
-    from server.db import get_sessionmaker
-
-    with get_sessionmaker()() as session:
-        session.execute(text(statement), params)
-        session.commit()
-
-
 # -- planning (pure) -----------------------------------------------------------------------------
 
 
@@ -93,20 +84,20 @@ def test_adaptive_budget_and_split() -> None:
 def test_campaign_keeps_an_adaptive_budget(
     client: TestClient, client_token: str, device: dict[str, Any], migrated: Settings
 ) -> None:
-    large = _campaign(client, client_token, device["id"], op_types=["add"], samples=300, seed=1)
+    large = post_campaign(client, client_token, device["id"], op_types=["add"], samples=300, seed=1)
     assert large["adaptive_samples"] == round(300 * migrated.adaptive_fraction)
     assert large["adapted_at"] is None
     # The first round is planned with the rest (plus the invoke-overhead minimum).
     assert large["samples_requested"] == sum(large["plan"].values())
     assert large["plan"]["add"] == 300 - large["adaptive_samples"]
 
-    small = _campaign(client, client_token, device["id"], op_types=["add"], samples=50, seed=1)
+    small = post_campaign(client, client_token, device["id"], op_types=["add"], samples=50, seed=1)
     assert small["adaptive_samples"] == 0
-    off = _campaign(
+    off = post_campaign(
         client, client_token, device["id"], op_types=["add"], samples=300, adaptive_samples=0
     )
     assert off["adaptive_samples"] == 0 and off["plan"]["add"] == 300
-    forced = _campaign(
+    forced = post_campaign(
         client, client_token, device["id"], op_types=["add"], samples=50, adaptive_samples=20
     )
     assert forced["adaptive_samples"] == 20 and forced["plan"]["add"] == 30
@@ -132,7 +123,7 @@ def test_adaptive_round_runs_once_then_the_campaign_finishes(
     from worker.broker import pending_job_ids
     from worker.tasks import run_adapt
 
-    campaign = _campaign(
+    campaign = post_campaign(
         client,
         client_token,
         device["id"],
@@ -199,11 +190,11 @@ def test_reconciler_resends_a_lost_adapt_and_an_empty_round_finishes(
 ) -> None:
     from worker.tasks import run_adapt, run_reconcile
 
-    campaign = _campaign(
+    campaign = post_campaign(
         client, client_token, device["id"], op_types=["add"], samples=20, adaptive_samples=5
     )
     # The first round finished behind the API's back (no samples stored).
-    _sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
+    run_sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
     report = run_reconcile()
     assert campaign["id"] in report.campaigns_adapt_sent
     assert campaign["id"] not in report.campaigns_finished
@@ -214,7 +205,7 @@ def test_reconciler_resends_a_lost_adapt_and_an_empty_round_finishes(
     assert campaign["id"] not in run_reconcile().campaigns_adapt_sent
     # ...an old one whose message was lost is.
     broker.delete(FIT_QUEUE)
-    _sql(
+    run_sql(
         "UPDATE campaigns SET adapt_requested_at = now() - make_interval(secs => :s) WHERE id = :c",
         s=2 * migrated.reconcile_after_s,
         c=campaign["id"],
@@ -234,7 +225,7 @@ def test_reconciler_resends_a_lost_adapt_and_an_empty_round_finishes(
 def test_a_campaign_whose_jobs_all_failed_is_not_adapted(
     client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
 ) -> None:
-    campaign = _campaign(
+    campaign = post_campaign(
         client, client_token, device["id"], op_types=["add"], samples=20, adaptive_samples=5
     )
     for job_id in campaign["job_ids"]:
@@ -256,40 +247,21 @@ def test_a_real_fit_worker_runs_campaign_adapt(
 ) -> None:
     """``campaign.adapt`` sent by name with no queue (the route picks ``fit``) is registered and
     run by a real Celery worker of the fit queue."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     from fdiot.celery_config import CAMPAIGN_ADAPT
     from worker.celery_app import celery_app
 
-    campaign = _campaign(
+    campaign = post_campaign(
         client, client_token, device["id"], op_types=["add"], samples=20, adaptive_samples=5
     )
-    _sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
+    run_sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
     broker.delete(FIT_QUEUE)  # fits left by earlier tests are not this test's business
     celery_app.send_task(CAMPAIGN_ADAPT, args=[campaign["id"]])
     assert _adapt_messages(broker, campaign["id"]) == 1
     log_path = tmp_path / "fit-worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"),
-                *("-Q", FIT_QUEUE, "-c", "1", "--prefetch-multiplier", "1"),
-                *("-n", "fit-test@%h", "--without-gossip", "--without-mingle"),
-            ],
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    with celery_worker(FIT_QUEUE, "fit-test@%h", log_path) as worker:
+        wait_for_worker(
+            worker,
+            log_path,
+            lambda: client.get(f"/campaigns/{campaign['id']}").json()["adapted_at"] is not None,
         )
-    try:
-        deadline = time.monotonic() + 90
-        while client.get(f"/campaigns/{campaign['id']}").json()["adapted_at"] is None:
-            assert worker.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.5)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
     assert client.get(f"/campaigns/{campaign['id']}").json()["status"] == "done"

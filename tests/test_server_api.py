@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 
 from fdiot.settings import Settings
 from server.jobs.planning import MIN_OVERHEAD_SAMPLES
-from tests.helpers import auth, device_body, make_token, synthetic_sample
+from tests.helpers import (
+    auth,
+    device_body,
+    make_token,
+    post_campaign,
+    synthetic_sample,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -323,17 +329,12 @@ def test_benchmark_upload_of_a_real_tflite_makes_a_network_job(
 # -- the agent's job routes ----------------------------------------------------------------------
 
 
-def _campaign(client: TestClient, client_token: str, device_id: int, **body: Any) -> dict[str, Any]:
-    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(client_token))
-    assert response.status_code == 202, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def test_samples_are_idempotent_and_heartbeat_the_job(
     client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
 ) -> None:
-    campaign = _campaign(client, client_token, device["id"], op_types=["conv2d"], samples=6, seed=3)
+    campaign = post_campaign(
+        client, client_token, device["id"], op_types=["conv2d"], samples=6, seed=3
+    )
     job_id = campaign["job_ids"][0]
     agent = auth(agent_token)
     job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
@@ -354,7 +355,9 @@ def test_samples_are_idempotent_and_heartbeat_the_job(
 def test_bad_samples_are_422_naming_the_field(
     client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
 ) -> None:
-    campaign = _campaign(client, client_token, device["id"], op_types=["conv2d"], samples=3, seed=4)
+    campaign = post_campaign(
+        client, client_token, device["id"], op_types=["conv2d"], samples=3, seed=4
+    )
     job_id = campaign["job_ids"][0]
     agent = auth(agent_token)
     job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
@@ -384,7 +387,7 @@ def test_bad_samples_are_422_naming_the_field(
 def test_another_agent_may_not_report_for_the_device(
     client: TestClient, admin_token: str, client_token: str, device: dict[str, Any]
 ) -> None:
-    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
+    campaign = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
     intruder = make_token(client, admin_token, "agent")
     job_id = campaign["job_ids"][0]
     assert client.post(f"/agent/jobs/{job_id}/start", headers=auth(intruder)).status_code == 403
@@ -396,7 +399,9 @@ def test_job_lifecycle_finishes_the_campaign_and_requests_a_fit(
     from server.db import get_sessionmaker
     from server.tables import Device
 
-    campaign = _campaign(client, client_token, device["id"], op_types=["add"], samples=12, seed=5)
+    campaign = post_campaign(
+        client, client_token, device["id"], op_types=["add"], samples=12, seed=5
+    )
     agent = auth(agent_token)
     *first_jobs, last_job = campaign["job_ids"]
     assert first_jobs, "the campaign needs more than one job"
@@ -432,7 +437,7 @@ def test_fit_requests_are_deduplicated(
     migrated: Settings,
 ) -> None:
     threshold = migrated.fit_every_samples
-    campaign = _campaign(
+    campaign = post_campaign(
         client, client_token, device["id"], op_types=["relu"], samples=3 * threshold, seed=6
     )
     agent = auth(agent_token)

@@ -9,32 +9,26 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from fdiot.settings import Settings
-from tests.helpers import auth, synthetic_sample
+from tests.helpers import (
+    auth,
+    celery_worker,
+    post_campaign,
+    run_sql,
+    synthetic_sample,
+    wait_for_worker,
+)
 
 pytestmark = pytest.mark.stack
 
 
-def _campaign(client: TestClient, token: str, device_id: int, **body: Any) -> dict[str, Any]:
-    response = client.post(f"/devices/{device_id}/campaigns", json=body, headers=auth(token))
-    assert response.status_code == 202, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def _age_jobs(job_ids: list[int], column: str, seconds: int) -> None:
-    from server.db import get_sessionmaker
-
-    with get_sessionmaker()() as session:
-        session.execute(
-            text(
-                f"UPDATE jobs SET {column} = now() - make_interval(secs => :s) WHERE id = ANY(:ids)"
-            ),
-            {"s": seconds, "ids": job_ids},
-        )
-        session.commit()
+    run_sql(
+        f"UPDATE jobs SET {column} = now() - make_interval(secs => :s) WHERE id = ANY(:ids)",
+        s=seconds,
+        ids=job_ids,
+    )
 
 
 def test_reconcile_resends_a_lost_message_once(
@@ -48,7 +42,7 @@ def test_reconcile_resends_a_lost_message_once(
     from worker.tasks import run_reconcile
 
     queue = f"device.{device['id']}"
-    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=10)
+    campaign = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=10)
     job_ids = campaign["job_ids"]
     assert pending_job_ids(broker, queue) == set(job_ids)
 
@@ -77,7 +71,7 @@ def test_reconcile_requeues_a_silent_running_job(
     from worker.tasks import run_reconcile
 
     queue = f"device.{device['id']}"
-    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=3)
+    campaign = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=3)
     job_id = campaign["job_ids"][0]
     broker.delete(queue)  # the agent took the message...
     client.post(f"/agent/jobs/{job_id}/start", headers=auth(agent_token))
@@ -94,16 +88,11 @@ def test_reconcile_requeues_a_silent_running_job(
 def test_reconcile_finishes_campaigns(
     client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
 ) -> None:
-    from server.db import get_sessionmaker
     from worker.tasks import run_reconcile
 
-    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
-    with get_sessionmaker()() as session:
-        # Finished behind the API's back (as when two agents end the last jobs concurrently).
-        session.execute(
-            text("UPDATE jobs SET status = 'done' WHERE campaign_id = :c"), {"c": campaign["id"]}
-        )
-        session.commit()
+    campaign = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
+    # Finished behind the API's back (as when two agents end the last jobs concurrently).
+    run_sql("UPDATE jobs SET status = 'done' WHERE campaign_id = :c", c=campaign["id"])
     run_reconcile()
     assert client.get(f"/campaigns/{campaign['id']}").json()["status"] == "done"
 
@@ -116,7 +105,7 @@ def test_fit_task_makes_a_model_version(
     pytest.importorskip("models.timemodel")
     from worker.tasks import run_fit
 
-    campaign = _campaign(
+    campaign = post_campaign(
         client,
         client_token,
         device["id"],
@@ -187,53 +176,17 @@ def test_a_real_celery_worker_runs_the_reconciler(
 ) -> None:
     """``jobs.reconcile`` sent by name to queue ``control`` and run by a real Celery worker
     (the app, its config, the task registration) re-sends a lost message."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     from fdiot.celery_config import CONTROL_QUEUE, JOBS_RECONCILE
     from worker.broker import pending_job_ids
     from worker.celery_app import celery_app
 
     queue = f"device.{device['id']}"
-    campaign = _campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
+    campaign = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=2)
     _age_jobs(campaign["job_ids"], "enqueued_at", 10 * migrated.reconcile_after_s)
     broker.delete(queue)
     log_path = tmp_path / "control-worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                CONTROL_QUEUE,
-                "-c",
-                "1",
-                "--prefetch-multiplier",
-                "1",
-                "-n",
-                "control-test@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-            ],
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with celery_worker(CONTROL_QUEUE, "control-test@%h", log_path) as worker:
         celery_app.send_task(JOBS_RECONCILE, queue=CONTROL_QUEUE)
-        deadline = time.monotonic() + 90
-        while pending_job_ids(broker, queue) != set(campaign["job_ids"]):
-            assert worker.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.5)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        wait_for_worker(
+            worker, log_path, lambda: pending_job_ids(broker, queue) == set(campaign["job_ids"])
+        )
