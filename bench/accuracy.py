@@ -311,14 +311,18 @@ def _environment() -> JSON:
 
 
 def _local_device(client: Any, device_id: int | None, timeout_s: float = 120.0) -> JSON:
-    """The device to profile: ``device_id`` if given, else the first ``local`` device (waits for
-    the agent to register it)."""
+    """The device to profile: ``device_id`` if given, else this host's CPU as its agent names it
+    (waits for the agent to register it)."""
+    from agent.devices import local_device
+    from fdiot.settings import get_settings
+
+    name = local_device(get_settings()).name
     deadline = time.monotonic() + timeout_s
     while True:
         if device_id is not None:
             device: JSON = client.device(device_id)
             return device
-        local = [d for d in client.devices() if d.get("kind") == "local"]
+        local = [d for d in client.devices() if d["name"] == name and d["kind"] == "local"]
         if local:
             first: JSON = min(local, key=lambda d: int(d["id"]))
             return first

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.devices import local_device
 from fdiot.client import FarmClient
 from fdiot.processes import FarmProcesses
 from fdiot.settings import get_settings
@@ -32,10 +33,11 @@ DEMO_CAMPAIGN_SAMPLES = int(os.environ.get("FDIOT_DEMO_SAMPLES", "800"))
 console = Console()
 
 
-def _wait_for_device(client: FarmClient, timeout_s: float = 180.0) -> dict[str, Any]:
+def _wait_for_device(client: FarmClient, name: str, timeout_s: float = 180.0) -> dict[str, Any]:
+    """The device the agent registers as ``name`` (others may exist in a reused database)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        local = [d for d in client.devices() if d["kind"] == "local"]
+        local = [d for d in client.devices() if d["name"] == name and d["kind"] == "local"]
         if local:
             return local[0]
         time.sleep(0.5)
@@ -113,7 +115,7 @@ def main() -> int:
             processes.start(role)
         console.print(f"API at {settings.url} (OpenAPI: {settings.url}/docs)")
         client = FarmClient(base_url=settings.url, token=admin_token)
-        device = _wait_for_device(client)
+        device = _wait_for_device(client, local_device(settings).name)
         console.print(f"device {device['id']}: {device['name']} {device['execution_config']}")
         started = time.monotonic()
         campaign = _profile(client, device["id"])

@@ -114,6 +114,9 @@ def farm(migrated: Settings, admin_token: str) -> Iterator[Farm]:
     url = f"http://127.0.0.1:{port}"
     os.environ["FDIOT_PORT"] = str(port)
     os.environ["FDIOT_URL"] = url
+    # Other tests register "local" devices of their own: find the agent's by its name.
+    agent_name = f"test-agent-{secrets.token_hex(4)}"
+    os.environ["FDIOT_AGENT_NAME"] = agent_name
     get_settings.cache_clear()
     settings = get_settings()
     processes = FarmProcesses(settings=settings, env=dict(os.environ))
@@ -125,7 +128,7 @@ def farm(migrated: Settings, admin_token: str) -> Iterator[Farm]:
         deadline = time.monotonic() + 120
         devices: list[dict[str, object]] = []
         while time.monotonic() < deadline and not devices:
-            devices = [d for d in client.devices() if d["kind"] == "local"]
+            devices = [d for d in client.devices() if d["name"] == agent_name]
             time.sleep(0.5)
         if not devices:
             raise RuntimeError(f"agent did not register; see {processes.log_path('agent')}")
