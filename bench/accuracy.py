@@ -683,7 +683,11 @@ def _start_farm(home: str | None) -> subprocess.Popen[bytes]:
 
 
 def _stop_farm(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the ``fdiot up`` we started (SIGTERM lets it stop its own children)."""
+    """Stop the ``fdiot up`` we started (SIGTERM lets it stop its own children), then the
+    embedded PostgreSQL and Redis it started: the benchmark leaves no server running."""
+    from fdiot.settings import get_settings
+    from fdiot.stack import stop_stack
+
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -691,6 +695,8 @@ def _stop_farm(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
+        stop_stack(get_settings())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
