@@ -27,7 +27,8 @@ from fdiot.stack import ensure_stack, stop_stack
 # Networks of four families (mobile CNN, residual, 1-D sensor convnet, recurrent) from bench/zoo.py,
 # none of which is used in fitting: the campaign measures single ops only.
 DEMO_NETWORKS = ("mobilenetv2_a100_96", "resnet20_32", "har_conv1d_512x9", "gru_256_seq128")
-# Sized for about ten minutes of profiling: 900 samples took 10.9 min on the 2-core dev host.
+# Sized to stay well inside ten minutes of profiling: 800 samples took 5.9 min on the 2-core
+# dev VM (900 took 10.9 min while other work shared its cores).
 DEMO_CAMPAIGN_SAMPLES = int(os.environ.get("FDIOT_DEMO_SAMPLES", "800"))
 
 console = Console()
