@@ -276,48 +276,46 @@ def _first(op: _Op) -> _Tensor:
     return tensor
 
 
+def _conv_window(
+    op: _Op, options_type: Any
+) -> tuple[dict[str, Any], tuple[int, int, int, int]] | None:
+    """The configuration shared by CONV_2D and DEPTHWISE_CONV_2D, and the raw 4-D weight shape
+    (OHWI for conv, 1HW(cin*multiplier) for depthwise); None where the weights are not 4-D."""
+    opts = _options(op, options_type)
+    h, w, cin = _fold(_first(op).shape)
+    weights = op.inputs[1]
+    if weights is None or len(weights.shape) != 4:
+        return None
+    d0, kh, kw, d3 = weights.shape
+    stride = int(opts.StrideW() if h == 1 else opts.StrideH()) if opts else 1
+    config = {
+        "h": h,
+        "w": w,
+        "cin": cin,
+        "kh": kh,
+        "kw": kw,
+        "stride": stride,
+        "padding": _padding(opts),
+        "activation": _activation(opts),
+    }
+    return config, (d0, kh, kw, d3)
+
+
 def _known_config(op: _Op) -> tuple[str, dict[str, Any]] | None:
     """The op type and configuration of an op the time model knows, else None."""
     name = op.name
     if name == "CONV_2D":
-        opts = _options(op, tflite.Conv2DOptions)
-        h, w, cin = _fold(_first(op).shape)
-        weights = op.inputs[1]
-        if weights is None or len(weights.shape) != 4:
+        window = _conv_window(op, tflite.Conv2DOptions)
+        if window is None:
             return None
-        cout, kh, kw, _ = weights.shape
-        stride = int(opts.StrideW() if h == 1 else opts.StrideH()) if opts else 1
-        config = {
-            "h": h,
-            "w": w,
-            "cin": cin,
-            "cout": cout,
-            "kh": kh,
-            "kw": kw,
-            "stride": stride,
-            "padding": _padding(opts),
-            "activation": _activation(opts),
-        }
-        return "conv2d", config
+        config, (cout, _, _, _) = window
+        return "conv2d", {**config, "cout": cout}
     if name == "DEPTHWISE_CONV_2D":
-        opts = _options(op, tflite.DepthwiseConv2DOptions)
-        h, w, cin = _fold(_first(op).shape)
-        weights = op.inputs[1]
-        if weights is None or len(weights.shape) != 4:
+        window = _conv_window(op, tflite.DepthwiseConv2DOptions)
+        if window is None:
             return None
-        _, kh, kw, cout = weights.shape
-        stride = int(opts.StrideW() if h == 1 else opts.StrideH()) if opts else 1
-        config = {
-            "h": h,
-            "w": w,
-            "cin": cin,
-            "multiplier": max(1, cout // max(1, cin)),
-            "kh": kh,
-            "kw": kw,
-            "stride": stride,
-            "padding": _padding(opts),
-            "activation": _activation(opts),
-        }
+        config, (_, _, _, cout) = window
+        config = {**config, "multiplier": max(1, cout // max(1, config["cin"]))}
         return "depthwise_conv2d", config
     if name == "FULLY_CONNECTED":
         opts = _options(op, tflite.FullyConnectedOptions)

@@ -111,10 +111,11 @@ def current_version_or_404(session: Session, device_id: int) -> ModelVersion:
 
 
 def model_read(version: ModelVersion) -> ModelRead:
-    model = load_model(version)
+    # The stored JSON (DeviceTimeModel.to_dict) already holds the rules and the overhead: a
+    # dashboard polling this route never needs the trees rebuilt.
     entries: Mapping[str, Any] = version.tree.get("op_types", {})
     op_types = {
-        op_type: OpTypeModel(tree=entry.get("tree"), rules=model.rules(op_type))
+        op_type: OpTypeModel(tree=entry.get("tree"), rules=entry["rules"])
         for op_type, entry in entries.items()
     }
     return ModelRead(
@@ -122,7 +123,7 @@ def model_read(version: ModelVersion) -> ModelRead:
         version=version.version,
         trained_at=version.trained_at,
         sample_count=version.sample_count,
-        overhead_ms=model.overhead_ms,
+        overhead_ms=float(version.tree["overhead_ms"]),
         metrics=version.metrics,
         op_types=op_types,
     )
