@@ -5,10 +5,16 @@ MEMORY_BYTES``. It pins itself to ``CORE``, limits its address space to ``MEMORY
 serves requests until its stdin closes. A model that crashes LiteRT kills this process only.
 
 Wire format, both directions: frames of a 4-byte big-endian length and a payload.
-Request: a JSON frame ``{"threads", "warmup_runs", "min_runs", "min_time_s"}`` then a frame holding
-the .tflite bytes. Reply: one JSON frame, ``{"ok": true, "times_ns": [...]}`` (one wall time per
-timed ``invoke()``, in nanoseconds) or ``{"ok": false, "error": "..."}`` for a Python-level error
-(bad model, wrong op), after which the child keeps serving.
+Request: a JSON frame ``{"threads", "warmup_runs", "min_runs", "min_time_s", "canary_runs"}`` then
+a frame holding the .tflite bytes. Reply: one JSON frame, ``{"ok": true, "times_ns": [...],
+"canary_ns": [...], "cpu_ns": N, "wall_ns": N}`` (one wall time per timed ``invoke()``, in
+nanoseconds; the canary's times, empty when no canary is set or ``canary_runs`` is 0; this
+process's CPU time and the wall time over the timed loop) or ``{"ok": false, "error": "..."}`` for
+a Python-level error (bad model, wrong op), after which the child keeps serving.
+
+A request whose header holds ``{"set_canary": true}`` makes its model the canary: a small fixed
+model kept loaded, timed for ``canary_runs`` invokes right before each measured model so that the
+parent can tell a slowed-down host (another tenant, a busy sibling core) from a slow model.
 
 Deliberately imports nothing of the farm: no pydantic, no TensorFlow, a fast start.
 """
@@ -51,52 +57,89 @@ class _Timer:
     def __init__(self) -> None:
         self._model_sha256: str | None = None
         self._interpreter: Any = None
+        self._canary: Any = None
         self.stage = "idle"  # what the last request was doing, named in error replies
 
+    def set_canary(self, model: bytes, threads: int) -> None:
+        """Load ``model`` as the canary (kept apart from the measured model's interpreter)."""
+        self._canary = None
+        self._canary = _load(model, threads, self)
+
     def time_invokes(
-        self, model: bytes, threads: int, warmup_runs: int, min_runs: int, min_time_s: float
-    ) -> list[int]:
-        """Warm up, then time invokes until both ``min_runs`` and ``min_time_s`` are reached."""
+        self,
+        model: bytes,
+        threads: int,
+        warmup_runs: int,
+        min_runs: int,
+        min_time_s: float,
+        canary_runs: int = 0,
+    ) -> dict[str, Any]:
+        """Time the canary, then warm up and time the model's invokes until both ``min_runs`` and
+        ``min_time_s`` are reached."""
         interpreter = self._interpreter_for(model, threads)
+        canary_ns: list[int] = []
+        if self._canary is not None and canary_runs > 0:
+            self.stage = "canary"
+            canary_ns = _timed(self._canary.invoke, _CANARY_WARMUP_RUNS, canary_runs, 0)
         self.stage = "invoke"
-        invoke = interpreter.invoke
-        for _ in range(warmup_runs):
-            invoke()
-        times_ns: list[int] = []
-        clock = time.perf_counter_ns
-        min_time_ns = int(min_time_s * 1e9)
-        started_ns = clock()
-        while len(times_ns) < min_runs or clock() - started_ns < min_time_ns:
-            before = clock()
-            invoke()
-            times_ns.append(clock() - before)
-        return times_ns
+        cpu_before_ns, wall_before_ns = time.process_time_ns(), time.perf_counter_ns()
+        times_ns = _timed(interpreter.invoke, warmup_runs, min_runs, int(min_time_s * 1e9))
+        return {
+            "times_ns": times_ns,
+            "canary_ns": canary_ns,
+            "cpu_ns": time.process_time_ns() - cpu_before_ns,
+            "wall_ns": time.perf_counter_ns() - wall_before_ns,
+        }
 
     def _interpreter_for(self, model: bytes, threads: int) -> Any:
-        import numpy as np
-        from ai_edge_litert.interpreter import Interpreter
-
         sha256 = hashlib.sha256(model).hexdigest() + f"/{threads}"
         if sha256 == self._model_sha256:
             return self._interpreter
         # Free the previous model before loading the next (and forget it if loading fails).
         self._interpreter, self._model_sha256 = None, None
-        self.stage = "load"
-        interpreter = Interpreter(model_content=model, num_threads=threads)
-        self.stage = "allocate_tensors"
-        interpreter.allocate_tensors()
-        self.stage = "set inputs"
-        rng = np.random.default_rng(0)
-        for detail in interpreter.get_input_details():
-            shape = tuple(int(d) for d in detail["shape"])
-            dtype = np.dtype(detail["dtype"])
-            if dtype.kind == "f":
-                data = rng.random(shape).astype(dtype)
-            else:
-                data = rng.integers(0, 2, size=shape).astype(dtype)
-            interpreter.set_tensor(detail["index"], data)
+        interpreter = _load(model, threads, self)
         self._interpreter, self._model_sha256 = interpreter, sha256
         return interpreter
+
+
+# Untimed canary invokes before its timed ones: the measured model ran last and owns the caches.
+_CANARY_WARMUP_RUNS = 3
+
+
+def _timed(invoke: Any, warmup_runs: int, min_runs: int, min_time_ns: int) -> list[int]:
+    """Call ``invoke`` ``warmup_runs`` times, then time calls until both limits are reached."""
+    for _ in range(warmup_runs):
+        invoke()
+    times_ns: list[int] = []
+    clock = time.perf_counter_ns
+    started_ns = clock()
+    while len(times_ns) < min_runs or clock() - started_ns < min_time_ns:
+        before = clock()
+        invoke()
+        times_ns.append(clock() - before)
+    return times_ns
+
+
+def _load(model: bytes, threads: int, timer: _Timer) -> Any:
+    """An interpreter for ``model`` with tensors allocated and random inputs set."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    timer.stage = "load"
+    interpreter = Interpreter(model_content=model, num_threads=threads)
+    timer.stage = "allocate_tensors"
+    interpreter.allocate_tensors()
+    timer.stage = "set inputs"
+    rng = np.random.default_rng(0)
+    for detail in interpreter.get_input_details():
+        shape = tuple(int(d) for d in detail["shape"])
+        dtype = np.dtype(detail["dtype"])
+        if dtype.kind == "f":
+            data = rng.random(shape).astype(dtype)
+        else:
+            data = rng.integers(0, 2, size=shape).astype(dtype)
+        interpreter.set_tensor(detail["index"], data)
+    return interpreter
 
 
 def main(argv: list[str]) -> int:
@@ -132,14 +175,19 @@ def main(argv: list[str]) -> int:
             return 0
         request = json.loads(header)
         try:
-            times_ns = timer.time_invokes(
-                model,
-                threads=int(request["threads"]),
-                warmup_runs=int(request["warmup_runs"]),
-                min_runs=int(request["min_runs"]),
-                min_time_s=float(request["min_time_s"]),
-            )
-            reply: dict[str, Any] = {"ok": True, "times_ns": times_ns}
+            if request.get("set_canary"):
+                timer.set_canary(model, threads=int(request["threads"]))
+                reply: dict[str, Any] = {"ok": True}
+            else:
+                timings = timer.time_invokes(
+                    model,
+                    threads=int(request["threads"]),
+                    warmup_runs=int(request["warmup_runs"]),
+                    min_runs=int(request["min_runs"]),
+                    min_time_s=float(request["min_time_s"]),
+                    canary_runs=int(request.get("canary_runs", 0)),
+                )
+                reply = {"ok": True, **timings}
         except Exception as error:  # a bad model fails this request, not the child
             text = f"{type(error).__name__}: {error}".strip()
             reply = {"ok": False, "error": f"{timer.stage} failed: {text}"}

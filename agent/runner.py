@@ -6,6 +6,17 @@ p10/p90/std beside it. A sample whose spread ``(p90 - p10) / median`` exceeds ``
 measured again, up to ``max_remeasure`` more times; then the attempt with the smallest spread is
 kept and flagged ``spread_ok=False``.
 
+Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs`` invokes
+in the same child. Its median over the lowest median the child has seen is the attempt's
+``canary_ratio``; above ``max_canary_ratio`` the host was slowed down from outside (another tenant
+of the VM host, a busy sibling core: on this 2-core VM whole windows of tens of seconds ran at half
+speed). The child also reports its CPU time over the timed runs: a ``cpu_share`` below
+``min_cpu_share`` of the wall time means another process ran on the measurement core (the canary's
+10 ms can fall between two of its time slices). Either way the attempt is *disturbed*: it is
+measured again after ``disturbed_pause_s``, and the kept attempt is the quietest. A sample still
+disturbed after every attempt is stored with ``quiet=False`` in its environment, and the fitter
+leaves it out.
+
 Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
 process pinned to one core (``settings.core``, default the host's last core) with its address
 space capped at ``settings.child_memory_bytes``. A model that crashes or hangs the runtime raises
@@ -72,11 +83,27 @@ class LatencyStats:
     runs: int
     spread_ok: bool
     attempts: int = 1  # timed attempts made: 1 + re-measurements
+    # Canary median / the lowest canary median seen: 1.0 on a quiet host; None without a canary.
+    canary_ratio: float | None = None
+    # This process's CPU time / wall time over the timed runs (below 1: the core was shared).
+    cpu_share: float | None = None
+    # canary_ratio within the settings' max_canary_ratio and cpu_share at least min_cpu_share.
+    quiet: bool = True
 
     @property
     def spread(self) -> float:
         """``(p90 - p10) / median``: the relative spread the protocol rejects above a limit."""
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def quality(self) -> dict[str, Any]:
+        """How trustworthy the measurement is, stored in the sample's ``environment``."""
+        return {
+            "spread_ok": self.spread_ok,
+            "quiet": self.quiet,
+            "canary_ratio": self.canary_ratio,
+            "cpu_share": self.cpu_share,
+            "attempts": self.attempts,
+        }
 
     def to_dict(self) -> dict[str, float | int]:
         """The sample's ``latency`` object as docs/internals.md fixes it (``spread_ok`` aside)."""
@@ -98,6 +125,26 @@ def latency_stats(times_ns: Iterable[int], max_spread: float) -> LatencyStats:
     std = float(times_ms.std(ddof=1)) if times_ms.size > 1 else 0.0
     spread = (p90 - p10) / median if median > 0 else float("inf")
     return LatencyStats(median, p10, p90, std, int(times_ms.size), spread <= max_spread)
+
+
+# The canary: a 3x3 conv on 28x28x32 -> 32 channels (0.49 ms on this host's CPU with XNNPACK),
+# compute-bound like the ops it guards, and short enough that 20 runs add ~12 ms per attempt.
+CANARY_OP: tuple[str, dict[str, Any]] = (
+    "conv2d",
+    {
+        "h": 28,
+        "w": 28,
+        "cin": 32,
+        "cout": 32,
+        "kh": 3,
+        "kw": 3,
+        "stride": 1,
+        "padding": "same",
+        "activation": "none",
+    },
+)
+# Canary measurements taken when the child starts, to set the quiet-host reference.
+_CANARY_CALIBRATION_ROUNDS = 3
 
 
 def measurement_core(settings: Settings) -> int:
@@ -122,6 +169,8 @@ class MeasurementChild:
         self._pending_model: bytes | None = None
         self._pending_error: MeasurementError | None = None
         self._stderr_mark = 0
+        # The lowest canary median (ms) seen by this runner; kept across child restarts.
+        self.canary_reference_ms: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,6 +207,29 @@ class MeasurementChild:
         ready = self._receive(_CHILD_START_TIMEOUT_S, what="start")
         if not ready.get("ready"):
             raise self._fail(f"child did not start: {ready}")
+        if self.settings.canary_runs > 0:
+            self._start_canary()
+
+    def _start_canary(self) -> None:
+        """Load the canary in the new child and time it a few times for the quiet reference."""
+        from agent.builder import build_op_model
+
+        canary = build_op_model(*CANARY_OP)
+        self._send_frames({"threads": self.settings.threads, "set_canary": True}, canary)
+        reply = self._receive(self.settings.child_timeout_s, what="canary")
+        if not reply.get("ok"):
+            raise self._fail(f"canary rejected: {reply.get('error')}")
+        # Timed like a canary (its own run count, no minimum time), whatever the protocol says.
+        calibration = {
+            "threads": self.settings.threads,
+            "warmup_runs": 0,
+            "min_runs": self.settings.canary_runs,
+            "min_time_s": 0.0,
+            "canary_runs": self.settings.canary_runs,
+        }
+        for _ in range(_CANARY_CALIBRATION_ROUNDS):
+            self._send_frames(calibration, canary)
+            self._collect()
 
     def close(self) -> None:
         """Stop the child: close its stdin, wait briefly, kill it if it lingers."""
@@ -216,28 +288,36 @@ class MeasurementChild:
         if error is not None:
             raise error
         attempts = [self._collect()]
-        while not attempts[-1].spread_ok and len(attempts) <= self.settings.max_remeasure:
+        while len(attempts) <= self.settings.max_remeasure:
+            last = attempts[-1]
+            if last.spread_ok and last.quiet:
+                break
+            if not last.quiet:
+                time.sleep(self.settings.disturbed_pause_s)  # let the disturbance pass
             self._send(model)
             attempts.append(self._collect())
-        best = min(attempts, key=lambda stats: stats.spread)
-        return dataclasses.replace(best, attempts=len(attempts))
+        return dataclasses.replace(min(attempts, key=_preference), attempts=len(attempts))
 
     # ------------------------------------------------------------------ wire protocol
 
     def _send(self, model: bytes) -> None:
-        process = self._process
-        assert process is not None and process.stdin is not None
-        header = json.dumps(
+        self._send_frames(
             {
                 "threads": self.settings.threads,
                 "warmup_runs": self.settings.warmup_runs,
                 "min_runs": self.settings.min_runs,
                 "min_time_s": self.settings.min_time_s,
-            }
-        ).encode()
+                "canary_runs": self.settings.canary_runs,
+            },
+            model,
+        )
+
+    def _send_frames(self, header: Mapping[str, Any], model: bytes) -> None:
+        process = self._process
+        assert process is not None and process.stdin is not None
         self._stderr_mark = self._stderr_size()
         try:
-            for payload in (header, model):
+            for payload in (json.dumps(header).encode(), model):
                 process.stdin.write(_FRAME_HEADER.pack(len(payload)))
                 process.stdin.write(payload)
             process.stdin.flush()
@@ -250,7 +330,22 @@ class MeasurementChild:
             raise MeasurementError(
                 f"runtime rejected the model: {reply.get('error')}", stderr_tail=self._stderr_tail()
             )
-        return latency_stats(reply["times_ns"], self.settings.max_spread)
+        stats = latency_stats(reply["times_ns"], self.settings.max_spread)
+        canary_ns = reply.get("canary_ns") or []
+        canary_ratio: float | None = None
+        if canary_ns:
+            canary_ms = float(np.median(canary_ns)) / 1e6
+            reference = self.canary_reference_ms
+            self.canary_reference_ms = canary_ms if reference is None else min(reference, canary_ms)
+            canary_ratio = canary_ms / self.canary_reference_ms
+        wall_ns = int(reply.get("wall_ns") or 0)
+        cpu_share = int(reply.get("cpu_ns") or 0) / wall_ns if wall_ns > 0 else None
+        quiet = (canary_ratio is None or canary_ratio <= self.settings.max_canary_ratio) and (
+            cpu_share is None or cpu_share >= self.settings.min_cpu_share
+        )
+        return dataclasses.replace(
+            stats, canary_ratio=canary_ratio, cpu_share=cpu_share, quiet=quiet
+        )
 
     def _receive(self, timeout_s: float, *, what: str) -> dict[str, Any]:
         """Read one JSON frame from the child within ``timeout_s``; MeasurementError otherwise."""
@@ -320,6 +415,14 @@ class MeasurementChild:
         if self._stderr is not None:
             self._stderr.close()
         self._process, self._stderr = None, None
+
+
+def _preference(stats: LatencyStats) -> tuple[bool, bool, float]:
+    """Sort key of a sample's attempts, best first: quiet, then within the spread limit, then the
+    lowest median (among quiet attempts the fastest is the least disturbed) or, when none is
+    quiet, the least disturbed."""
+    closeness = stats.median_ms if stats.quiet else (stats.canary_ratio or 0.0)
+    return (not stats.quiet, not stats.spread_ok, closeness)
 
 
 def measure_tflite(model: bytes, *, settings: Settings | None = None) -> LatencyStats:

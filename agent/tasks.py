@@ -201,7 +201,7 @@ def _run_network(client: FarmClient, job_id: int, settings: Settings) -> dict[st
         client.fail_job(job_id, _error_text(error))
         return {"job_id": job_id, "status": "failed"}
     environment = _environment(model, settings)
-    environment["spread_ok"] = stats.spread_ok
+    environment.update(stats.quality())
     result: dict[str, Any] = {
         **stats.to_dict(),
         "model_sha256": hashlib.sha256(model).hexdigest(),
@@ -229,7 +229,7 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
             continue
         stats, features, model = outcome
         environment = _environment(model, settings)
-        environment["spread_ok"] = stats.spread_ok
+        environment.update(stats.quality())
         sample = {
             "index": item["index"],
             "op_type": item["op_type"],

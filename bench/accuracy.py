@@ -71,6 +71,8 @@ class NetworkResult:
     fallback_ops: dict[str, int] = field(default_factory=dict)
     # Our prediction split by op type (ms), to see which ops a miss comes from.
     predicted_by_op_type_ms: dict[str, float] = field(default_factory=dict)
+    # How the measurement went (agent/runner.py): quiet, canary_ratio, cpu_share, attempts.
+    measurement: dict[str, Any] = field(default_factory=dict)
 
     @property
     def error_pct(self) -> float | None:
@@ -167,6 +169,7 @@ def _network_result(
     p90_ms: float | None,
     prediction: Any,
     baselines: Mapping[str, Any],
+    measurement: Mapping[str, Any] | None = None,
 ) -> NetworkResult:
     """One zoo network's result from its measured latency (ms) and our prediction; prints a line.
 
@@ -185,6 +188,7 @@ def _network_result(
         baselines_ms=predict_baselines(baselines, flatbuffer),
         op_counts=op_counts_,
         fallback_ops=fallback_ops,
+        measurement=dict(measurement or {}),
     )
     console.print(
         f"  {name}: measured {result.measured_ms:.2f} ms, "
@@ -210,6 +214,7 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
     table.add_column("measured ms", justify="right")
     table.add_column("ours ms", justify="right")
     table.add_column("ours err %", justify="right")
+    table.add_column("canary", justify="right")
     for name in baseline_names:
         table.add_column(f"{name} err %", justify="right", overflow="fold")
     for r in results:
@@ -219,6 +224,7 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
             f"{r.measured_ms:.2f}",
             "-" if r.predicted_ms is None else f"{r.predicted_ms:.2f}",
             _fmt_pct(r.error_pct),
+            _fmt_canary(r.measurement),
         ]
         cells += [
             _fmt_pct(_error_pct(r.baselines_ms.get(n), r.measured_ms)) for n in baseline_names
@@ -251,11 +257,15 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
         op_table.add_column("op type")
         op_table.add_column("CV MAPE %", justify="right")
         op_table.add_column("samples", justify="right")
+        op_table.add_column("disturbed, left out", justify="right")
+        disturbed = run.get("disturbed_samples") or {}
         for op_type, metrics in sorted(per_op.items()):
             mape = metrics.get("cv_mape")
             # cv_mape is a fraction in the model metrics; shown in percent.
             shown = "-" if mape is None else f"{100.0 * float(mape):.1f}"
-            op_table.add_row(op_type, shown, str(metrics.get("samples", "-")))
+            op_table.add_row(
+                op_type, shown, str(metrics.get("samples", "-")), str(disturbed.get(op_type, 0))
+            )
         console.print(op_table)
     console.print(
         f"samples used: {run.get('sample_count')}; "
@@ -275,6 +285,14 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
     out_json.write_text(json.dumps(document, indent=2, default=str) + "\n")
     console.print(f"wrote {out_json}")
     return document
+
+
+def _fmt_canary(measurement: Mapping[str, Any]) -> str:
+    """The network measurement's canary ratio, starred when the agent judged it disturbed."""
+    ratio = measurement.get("canary_ratio")
+    if ratio is None:
+        return "-"
+    return f"{float(ratio):.2f}" + ("" if measurement.get("quiet", True) else "*")
 
 
 def _minutes(seconds: float | None) -> str:
@@ -458,6 +476,10 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                 p90_ms=latency.get("p90_ms"),
                 prediction=prediction,
                 baselines=baselines,
+                measurement={
+                    k: (job_result.get("environment") or {}).get(k)
+                    for k in ("quiet", "canary_ratio", "cpu_share", "attempts")
+                },
             )
             results.append(result)
 
@@ -478,6 +500,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             "samples_by_op_type": dict(Counter(s["op_type"] for s in samples)),
             "overhead_ms": model.get("overhead_ms"),
             "per_op_type": metrics.get("per_op_type"),
+            "disturbed_samples": metrics.get("disturbed_samples"),
             "campaign_wall_s": campaign_wall_s,
             "timed_runs_s": _timed_runs_s(samples),
             "conv_plot": str(plot_path),
@@ -584,6 +607,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 "features": features,
                 "latency": latency,
                 **latency,
+                "environment": outcome.quality(),
                 # Build + measure wall time of this sample: the device-time cost of a campaign.
                 "wall_s": wall_s,
             }
@@ -612,7 +636,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
             stats = cache.network(name, flatbuffer)
             if stats is None:
                 measured_stats = child.measure(flatbuffer)
-                stats = measured_stats.to_dict()
+                stats = {**measured_stats.to_dict(), "quality": measured_stats.quality()}
                 cache.put_network(name, flatbuffer, stats)
                 cache.save()
             prediction = model.predict_network(parse_tflite(flatbuffer))
@@ -625,6 +649,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 p90_ms=float(stats["p90_ms"]),
                 prediction=prediction,
                 baselines=baselines,
+                measurement=stats.get("quality"),
             )
             results.append(result)
     run: JSON = {
@@ -634,6 +659,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         "samples_failed": failures,
         "samples_by_op_type": dict(Counter(s["op_type"] for s in samples)),
         "per_op_type": dict(metrics).get("per_op_type"),
+        "disturbed_samples": dict(metrics).get("disturbed_samples"),
         # The weight-streaming regime fitted from the dense op samples (not from networks).
         "cache_bytes": dict(metrics).get("cache_bytes"),
         "dram_ms_per_param_byte": dict(metrics).get("dram_ms_per_param_byte"),
@@ -651,9 +677,12 @@ def _start_farm(home: str | None) -> subprocess.Popen[bytes]:
     """Run ``fdiot up`` as a child process and wait until the API answers."""
     import httpx
 
+    from fdiot.processes import reserve_measurement_core
     from fdiot.settings import get_settings
 
     settings = get_settings()
+    # This process too (it fits the baselines) stays off the core the agent measures on.
+    reserve_measurement_core(settings)
     log_path = settings.home / "logs" / "bench-up.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

@@ -133,13 +133,14 @@ def up() -> None:
     (restarted if they die). Ctrl-C stops the children; the embedded database and Redis keep
     running so that the next `fdiot up` starts in seconds: `fdiot down` stops them.
     """
-    from fdiot.processes import FarmProcesses
+    from fdiot.processes import FarmProcesses, reserve_measurement_core
     from fdiot.stack import ensure_stack
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     # Children resolve FDIOT_HOME from their own working directory: hand them an absolute one.
     os.environ["FDIOT_HOME"] = str(settings.home.resolve())
+    reserve_measurement_core(settings)
     addresses = ensure_stack(settings)
     settings.ensure_admin_token()
     from server.prestart import upgrade_database

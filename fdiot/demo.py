@@ -20,7 +20,7 @@ from rich.table import Table
 
 from agent.devices import local_device
 from fdiot.client import FarmClient
-from fdiot.processes import FarmProcesses
+from fdiot.processes import FarmProcesses, reserve_measurement_core
 from fdiot.settings import get_settings
 from fdiot.stack import ensure_stack, stop_stack
 
@@ -103,6 +103,7 @@ def main() -> int:
     os.environ["FDIOT_HOME"] = str(settings.home)  # children share this state folder
     console.print(f"[bold]FastDeepIoT Farm demo[/] — state in {settings.home}")
     embedded = not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+    reserve_measurement_core(settings)
     addresses = ensure_stack(settings)
     console.print(f"PostgreSQL: {addresses.database_url}\nRedis:      {addresses.redis_url}")
     from server.prestart import upgrade_database

@@ -34,6 +34,18 @@ def split_cores(settings: Settings) -> tuple[int, set[int] | None]:
     return core, (others or None)
 
 
+def reserve_measurement_core(settings: Settings) -> int:
+    """Fix the measurement core (``FDIOT_CORE``) and move this process off it, so that what it
+    starts next (embedded PostgreSQL and Redis, the server, fit worker and agent) stays off it too;
+    only the agent's measurement child pins itself there. Returns the core."""
+    core, others = split_cores(settings)
+    settings.core = core
+    os.environ["FDIOT_CORE"] = str(core)
+    if others:
+        os.sched_setaffinity(0, others)
+    return core
+
+
 def keep_off_measurement_core(settings: Settings, env: dict[str, str]) -> Callable[[], None]:
     """Pin the measurement core in ``env`` (``FDIOT_CORE``) and return a ``preexec_fn`` that keeps
     a child process off it."""

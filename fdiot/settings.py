@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     min_time_s: float = 0.2
     max_spread: float = 0.25
     max_remeasure: int = 2
+    # Canary check before each timed attempt (agent/runner.py): invokes of a fixed small conv; an
+    # attempt whose canary median is more than max_canary_ratio x the quietest seen is disturbed
+    # and measured again after a pause. 1.10: over twice the canary's own run-to-run spread here
+    # (on a quiet host its 20-run median stays within 4% of the lowest); 0 runs turn it off.
+    canary_runs: int = 20
+    max_canary_ratio: float = 1.10
+    # Also disturbed: the measuring process got less than this share of its core during the timed
+    # runs (another process shared the core: 0.50 measured with a busy loop on it, 1.000 quiet).
+    min_cpu_share: float = 0.95
+    disturbed_pause_s: float = 1.0
     # Child-process limits for untrusted models.
     child_memory_bytes: int = 4 * 1024 * 1024 * 1024
     child_timeout_s: float = 120.0

@@ -659,13 +659,16 @@ def fit_device_model(
     ``invoke_overhead`` samples), which is subtracted before fitting. Returns the model and
     ``{"per_op_type": {op_type: {"cv_mape", "cv_mape_op", "within_10pct", "samples",
     "inlier_share", "cv_mape_inliers"}},
-    "overhead_ms", "variant", "samples"}``. ``cv_mape`` is the mean absolute percentage error
-    as a fraction (0.05 = 5%) of each sample's measured latency against the out-of-fold op
-    prediction plus the overhead; ``cv_mape_op`` is the same on the op time alone;
-    ``cv_mape_inliers`` is ``cv_mape`` over the ``inlier_share`` of samples that the final robust
-    fit keeps (:func:`robust_weights` > 0), i.e. without the measurements it judges contended.
+    "overhead_ms", "variant", "samples", "disturbed_samples"}``: samples the agent flagged as
+    measured on a disturbed host are left out (:func:`quiet_samples`), counted per op type.
+    ``cv_mape`` is the mean absolute percentage error as a fraction (0.05 = 5%) of each sample's
+    measured latency against the out-of-fold op prediction plus the overhead; ``cv_mape_op`` is the
+    same on the op time alone; ``cv_mape_inliers`` is ``cv_mape`` over the ``inlier_share`` of
+    samples that the final robust fit keeps (:func:`robust_weights` > 0), i.e. without the
+    measurements it judges contended.
     """
     _check_variant(variant)
+    samples, disturbed = quiet_samples(samples)
     overhead = estimate_overhead_ms(samples)
     by_type: dict[str, list[Mapping[str, Any]]] = {}
     for s in samples:
@@ -717,5 +720,34 @@ def fit_device_model(
         "dram_ms_per_param_byte": dram_rate,
         "variant": variant,
         "samples": len(samples),
+        "disturbed_samples": disturbed,
     }
     return model, metrics
+
+
+def is_quiet(sample: Mapping[str, Any]) -> bool:
+    """False for a sample the agent flagged as measured on a disturbed host (its canary ran slow
+    or another process shared its core: ``environment.quiet``); samples without the flag count as
+    quiet."""
+    environment = sample.get("environment") or {}
+    return environment.get("quiet", True) is not False
+
+
+def quiet_samples(
+    samples: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], dict[str, int]]:
+    """The samples to fit on, and how many disturbed ones were left out per op type.
+
+    A disturbed sample's label is the host's slowdown as much as the op's time, so it is left
+    out, unless an op type has no quiet sample at all (then its disturbed ones are all there is).
+    """
+    quiet_types = {str(s["op_type"]) for s in samples if is_quiet(s)}
+    kept: list[Mapping[str, Any]] = []
+    disturbed: dict[str, int] = {}
+    for s in samples:
+        op_type = str(s["op_type"])
+        if is_quiet(s) or op_type not in quiet_types:
+            kept.append(s)
+        else:
+            disturbed[op_type] = disturbed.get(op_type, 0) + 1
+    return kept, disturbed

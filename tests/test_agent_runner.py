@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +103,59 @@ def test_wide_spread_is_remeasured_then_flagged(settings: Settings, conv_model: 
     stats = measure_tflite(conv_model, settings=strict)
     assert stats.spread_ok is False
     assert stats.attempts == 3
+
+
+def test_quiet_measurement_carries_its_canary_and_cpu_share(
+    child: MeasurementChild, conv_model: bytes
+) -> None:
+    stats = child.measure(conv_model)
+    assert stats.canary_ratio is not None and stats.canary_ratio >= 1.0
+    assert child.canary_reference_ms is not None and child.canary_reference_ms > 0
+    assert stats.cpu_share is not None and 0 < stats.cpu_share <= 1.05
+    quality = stats.quality()
+    assert set(quality) == {"spread_ok", "quiet", "canary_ratio", "cpu_share", "attempts"}
+    assert quality["canary_ratio"] == stats.canary_ratio
+
+
+def test_canary_above_its_limit_is_remeasured_then_flagged(
+    settings: Settings, conv_model: bytes
+) -> None:
+    # A limit below 1 makes every canary "slow": each attempt is disturbed, all are made.
+    strict = settings.model_copy(
+        update={"max_canary_ratio": 0.5, "max_remeasure": 2, "disturbed_pause_s": 0.0}
+    )
+    stats = measure_tflite(conv_model, settings=strict)
+    assert stats.quiet is False and stats.quality()["quiet"] is False
+    assert stats.attempts == 3
+
+
+def test_without_canary_there_is_no_ratio(settings: Settings, conv_model: bytes) -> None:
+    stats = measure_tflite(conv_model, settings=settings.model_copy(update={"canary_runs": 0}))
+    assert stats.canary_ratio is None
+
+
+def test_busy_measurement_core_makes_the_sample_disturbed(
+    settings: Settings, conv_model: bytes
+) -> None:
+    """A process spinning on the measurement core halves the child's CPU share: flagged."""
+    shared = settings.model_copy(
+        update={"min_time_s": 0.3, "max_remeasure": 1, "disturbed_pause_s": 0.0}
+    )
+    with MeasurementChild(shared) as measurer:
+        hog = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import os\nos.sched_setaffinity(0, {{{measurer.core}}})\nwhile True: pass",
+            ]
+        )
+        try:
+            stats = measurer.measure(conv_model)
+        finally:
+            hog.kill()
+            hog.wait()
+    assert stats.cpu_share is not None and stats.cpu_share < shared.min_cpu_share
+    assert stats.quiet is False and stats.attempts == 2
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV])

@@ -18,7 +18,9 @@ from models.timemodel import (
     feature_names,
     fit_device_model,
     fit_tree,
+    is_quiet,
     op_feature_vector,
+    quiet_samples,
     robust_weights,
 )
 
@@ -231,3 +233,32 @@ def test_depthwise_regime_features():
     assert big[col["flops_multipass"]] == big[col["flops"]] > 0 and big[col["flops_grouped"]] == 0
     assert grouped[col["flops_grouped"]] == grouped[col["flops"]] > 0
     assert "flops_multipass" not in feature_names("depthwise_conv2d", "paper")
+
+
+def test_disturbed_samples_are_left_out_and_counted(samples):
+    # Mark a third of the add samples disturbed and make them 3x slow: the fit must not see them.
+    marked = []
+    for i, s in enumerate(samples):
+        if s["op_type"] == "add" and i % 3 == 0:
+            slow = {"median_ms": 3 * s["latency"]["median_ms"]}
+            s = {**s, "latency": slow, "environment": {"quiet": False, "canary_ratio": 1.8}}
+        marked.append(s)
+    kept, disturbed = quiet_samples(marked)
+    assert disturbed == {"add": sum(1 for s in marked if not is_quiet(s))} and disturbed["add"] > 0
+    assert len(kept) == len(marked) - disturbed["add"]
+    model, metrics = fit_device_model(marked, cv=3)
+    assert metrics["disturbed_samples"] == disturbed
+    assert metrics["per_op_type"]["add"]["samples"] == len(
+        [s for s in kept if s["op_type"] == "add"]
+    )
+    clean, _ = fit_device_model(samples, cv=3)
+    add = next(s for s in samples if s["op_type"] == "add")
+    ops = [OpInstance(0, "add", add["config"], add["features"], "ADD")]
+    with_marked = model.predict_network(ops).total_ms
+    assert with_marked == pytest.approx(clean.predict_network(ops).total_ms, rel=0.05)
+
+
+def test_an_op_type_with_only_disturbed_samples_keeps_them():
+    only = [{"op_type": "add", "config": {}, "environment": {"quiet": False}}] * 3
+    kept, disturbed = quiet_samples(only)
+    assert len(kept) == 3 and disturbed == {}
