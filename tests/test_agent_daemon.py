@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -259,3 +261,25 @@ def _cli_app() -> Any:
 
     get_settings.cache_clear()  # the farm fixture set FDIOT_URL / FDIOT_PORT after first use
     return app
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to split")
+def test_fdiot_up_moves_itself_and_what_it_starts_off_the_measurement_core(tmp_path: Path) -> None:
+    """`fdiot up` calls reserve_measurement_core before starting PostgreSQL and Redis: they
+    inherit its affinity. Checked in a child interpreter so this test process keeps its cores."""
+    code = (
+        "import json, os, subprocess, sys\n"
+        "from fdiot.processes import reserve_measurement_core\n"
+        "from fdiot.settings import Settings\n"
+        f"core = reserve_measurement_core(Settings(home={str(tmp_path)!r}))\n"
+        "probe = 'import os; print(sorted(os.sched_getaffinity(0)))'\n"
+        "started = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True)\n"
+        "print(json.dumps({'core': core, 'env': os.environ['FDIOT_CORE'],\n"
+        "    'own': sorted(os.sched_getaffinity(0)), 'started': json.loads(started.stdout)}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    core = max(os.sched_getaffinity(0))
+    assert seen["core"] == int(seen["env"]) == core
+    assert seen["own"] and core not in seen["own"]
+    assert seen["started"] == seen["own"]
