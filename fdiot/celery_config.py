@@ -13,7 +13,7 @@ from fdiot.settings import Settings
 
 # Task names (dotted, stable: they are what travels in a message).
 BENCH_RUN = "bench.run"  # bench.run(job_id): one campaign job or one network benchmark on a device
-TIMEMODEL_FIT = "timemodel.fit"  # timemodel.fit(device_id): fit a new model version for a device
+TIMEMODEL_FIT = "timemodel.fit"  # timemodel.fit(device_id, force=False): fit a new model version
 JOBS_RECONCILE = "jobs.reconcile"  # jobs.reconcile(): re-send lost messages, requeue stale jobs
 # campaign.adapt(campaign_id): plan a campaign's adaptive round once its first round ended; on
 # the fit queue because ranking the samples by cross-validated error fits trees (CPU-bound).

@@ -436,6 +436,29 @@ def models(
             )
 
 
+@app.command()
+def fit(
+    device: DeviceOption,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the new version.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Refit a device's time model from its stored samples now (e.g. after an upgrade)."""
+    with _farm_errors(), _client() as client:
+        answer = client.refit(device)
+        if wait:
+            answer = client.wait_model_version(device, answer.get("current_version"))
+    if json_output:
+        _print_json(answer)
+    elif wait:
+        console.print(
+            f"device {device}: time model v{answer['version']} fitted on "
+            f"{answer['sample_count']} samples"
+        )
+    else:
+        pending = "fit queued" if answer.get("requested") else "a fit is already pending"
+        console.print(f"device {device}: {pending}; current version {answer['current_version']}")
+
+
 @token_app.command("create")
 def token_create(
     kind: Annotated[str, typer.Option(help="agent or client.")],

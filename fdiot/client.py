@@ -298,6 +298,35 @@ class FarmClient:
         result: JSON = self._json("GET", f"/models/{device_id}")
         return result
 
+    def refit(self, device_id: int) -> JSON:
+        """``POST /models/{device_id}/fit``: refit from the stored samples (202)."""
+        result: JSON = self._json("POST", f"/models/{device_id}/fit")
+        return result
+
+    def wait_model_version(
+        self,
+        device_id: int,
+        after_version: int | None,
+        timeout_s: float | None = None,
+        poll_s: float = 2.0,
+    ) -> JSON:
+        """Poll ``GET /models/{device_id}`` until a version newer than ``after_version``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                current = self.current_model(device_id)
+                if after_version is None or int(current["version"]) > after_version:
+                    return current
+            except FarmError as error:
+                if error.status_code != 404:  # 404: no version yet
+                    raise
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no model version of device {device_id} after v{after_version} "
+                    f"within {timeout_s} s"
+                )
+            time.sleep(poll_s)
+
     def model_versions(self, device_id: int) -> list[JSON]:
         result: list[JSON] = self._json("GET", f"/models/{device_id}/versions")
         return result

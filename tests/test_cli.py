@@ -38,7 +38,8 @@ def dead_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("up", "down", "agent", "devices", "profile", "bench", "predict", "models"):
+    commands = ("up", "down", "agent", "devices", "profile", "bench", "predict", "models", "fit")
+    for command in commands:
         assert command in result.output
     assert runner.invoke(app, ["token", "--help"]).exit_code == 0
 

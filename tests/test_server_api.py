@@ -451,9 +451,21 @@ def test_fit_requests_are_deduplicated(
         requested.append(answer.json()["fit_requested"])
     # One request once enough samples arrived, none for the burst after it (no fit ran meanwhile).
     assert requested.count(True) == 1
+    # Asking for a refit while that fit is pending sends nothing more.
+    refit = client.post(f"/models/{device['id']}/fit", headers=auth(client_token))
+    assert refit.status_code == 202, refit.text
+    assert refit.json() == {"device_id": device["id"], "requested": False, "current_version": None}
 
 
-def test_models_are_404_before_the_first_fit(client: TestClient, device: dict[str, Any]) -> None:
+def test_models_are_404_before_the_first_fit(
+    client: TestClient, client_token: str, device: dict[str, Any]
+) -> None:
     assert client.get(f"/models/{device['id']}").status_code == 404
     assert client.get(f"/models/{device['id']}/versions").json() == []
     assert client.get("/models/987654321").status_code == 404
+    # A refit needs a token, a known device, and samples to fit on.
+    assert client.post(f"/models/{device['id']}/fit").status_code == 401
+    headers = auth(client_token)
+    assert client.post("/models/987654321/fit", headers=headers).status_code == 404
+    no_samples = client.post(f"/models/{device['id']}/fit", headers=headers)
+    assert no_samples.status_code == 409 and "no samples" in no_samples.text

@@ -142,6 +142,11 @@ def test_fit_task_makes_a_model_version(
     assert run_fit(device["id"]) is None  # nothing new: no new version
     versions = client.get(f"/models/{device['id']}/versions").json()
     assert [v["version"] for v in versions] == [model["version"]]
+    # A forced refit (POST /models/{id}/fit) makes a new version from the same samples.
+    assert run_fit(device["id"], force=True) == model["version"] + 1
+    refitted = client.get(f"/models/{device['id']}").json()
+    assert refitted["version"] == model["version"] + 1
+    assert refitted["sample_count"] == model["sample_count"]
 
     # The served model predicts an uploaded network op by op (numpy only, no TensorFlow).
     from tests.helpers import tiny_tflite

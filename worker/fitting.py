@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from models.features import TFLiteParseError, parse_tflite
 from models.opspace import adaptive_configs
-from models.timemodel import DeviceTimeModel, fit_device_model
+from models.timemodel import DeviceTimeModel, fit_device_model, quiet_latency_ms
 from server.jobs.planning import OVERHEAD_OP_TYPE, split_adaptive_budget
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
@@ -42,11 +42,15 @@ def json_safe(value: Any) -> Any:
 
 
 def measured_network_ms(job: Job) -> float | None:
-    """Median latency (ms) a network benchmark measured, from its result."""
+    """Median latency (ms) a network benchmark measured, from its result, brought to the quiet
+    host like the op samples (:func:`models.timemodel.quiet_latency_ms`)."""
     result = job.result or {}
     latency = result.get("latency", result)
     value = latency.get("median_ms") if isinstance(latency, Mapping) else None
-    return float(value) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float):
+        return None
+    environment = result.get("environment")
+    return quiet_latency_ms(float(value), environment if isinstance(environment, Mapping) else None)
 
 
 def validate_on_networks(model: DeviceTimeModel, jobs: Sequence[Job]) -> dict[str, Any]:
@@ -76,11 +80,13 @@ def validate_on_networks(model: DeviceTimeModel, jobs: Sequence[Job]) -> dict[st
     return {"items": items, "mape_pct": mape_pct, "count": len(items)}
 
 
-def fit_device(session: Session, device_id: int) -> ModelVersion | None:
-    """Fit a new model version from all the device's samples; None when there is nothing new."""
+def fit_device(session: Session, device_id: int, *, force: bool = False) -> ModelVersion | None:
+    """Fit a new model version from all the device's samples; None when there is nothing new
+    (``force`` fits anyway, if there is any sample)."""
     samples = device_samples(session, device_id)
     latest = latest_version(session, device_id)
-    if not samples or (latest is not None and latest.sample_count == len(samples)):
+    unchanged = latest is not None and latest.sample_count == len(samples)
+    if not samples or (unchanged and not force):
         return None
     model, metrics = fit_device_model([sample_as_dict(s) for s in samples], cv=CV_FOLDS)
     all_metrics = dict(metrics)

@@ -50,9 +50,9 @@ def fit_lock_name(device_id: int) -> str:
     return f"lock:fit:{device_id}"
 
 
-def run_fit(device_id: int) -> int | None:
+def run_fit(device_id: int, force: bool = False) -> int | None:
     """Fit and store a new model version of ``device_id``; returns the version number, or None
-    when another fit holds the device's lock or no new sample arrived."""
+    when another fit holds the device's lock or no new sample arrived (unless ``force``)."""
     lock = _redis().lock(fit_lock_name(device_id), timeout=FIT_TIME_LIMIT_S, blocking=False)
     if not lock.acquire():
         log.info("fit of device %s already running; skipped", device_id)
@@ -62,7 +62,7 @@ def run_fit(device_id: int) -> int | None:
     version_number: int | None = None
     try:
         with get_sessionmaker()() as session:
-            version = fit_device(session, device_id)
+            version = fit_device(session, device_id, force=force)
             version_number = None if version is None else version.version
             session.commit()
     finally:
@@ -223,9 +223,10 @@ def run_reconcile() -> ReconcileReport:
 
 
 @celery_app.task(name=TIMEMODEL_FIT, ignore_result=True, **FIT_TIME_LIMITS_S)  # type: ignore[untyped-decorator]  # celery is untyped
-def fit_task(device_id: int) -> int | None:
-    """``timemodel.fit(device_id)``: a new model version from all the device's samples."""
-    return run_fit(device_id)
+def fit_task(device_id: int, force: bool = False) -> int | None:
+    """``timemodel.fit(device_id, force=False)``: a new model version from all the device's
+    samples; ``force`` fits even when no sample arrived since the last version."""
+    return run_fit(device_id, force)
 
 
 @celery_app.task(name=CAMPAIGN_ADAPT, ignore_result=True, **FIT_TIME_LIMITS_S)  # type: ignore[untyped-decorator]  # celery is untyped

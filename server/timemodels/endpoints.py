@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from server.auth.dependencies import ClientDep
 from server.db import SessionDep
 from server.timemodels import service
-from server.timemodels.schemas import ModelRead, Prediction, VersionRead
+from server.timemodels.schemas import FitRequested, ModelRead, Prediction, VersionRead
 from server.uploads import multipart_openapi, read_tflite_upload
 
 router = APIRouter(tags=["time models"])
@@ -22,6 +23,13 @@ def get_model(device_id: int, session: SessionDep) -> ModelRead:
 @router.get("/models/{device_id}/versions")
 def list_versions(device_id: int, session: SessionDep) -> list[VersionRead]:
     return service.versions_read(session, device_id)
+
+
+@router.post("/models/{device_id}/fit", status_code=status.HTTP_202_ACCEPTED)
+def request_fit(device_id: int, session: SessionDep, _client: ClientDep) -> FitRequested:
+    """Refit the device's time model from its stored samples now, even with no new sample (e.g.
+    after upgrading the farm); poll ``GET /models/{device_id}`` for the new version."""
+    return service.request_refit(session, device_id)
 
 
 @router.post("/models/{device_id}/predict", openapi_extra=multipart_openapi())

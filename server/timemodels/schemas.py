@@ -15,6 +15,15 @@ class OpTypeModel(BaseModel):
     rules: str
 
 
+class FitRequested(BaseModel):
+    """Answer of ``POST /models/{device_id}/fit``: whether a fit message was sent (False when
+    one is already pending: that fit reads every sample too), and the version current now."""
+
+    device_id: int
+    requested: bool
+    current_version: int | None
+
+
 class ModelRead(BaseModel):
     device_id: int
     version: int

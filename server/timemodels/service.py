@@ -20,11 +20,18 @@ from models.features import TFLiteParseError, parse_tflite
 from server.db import send_after_commit
 from server.devices import repository as devices_repository
 from server.devices.service import device_or_404
-from server.errors import field_error, not_found
+from server.errors import conflict, field_error, not_found
 from server.samples import repository as samples_repository
 from server.tables import Campaign, ModelVersion
 from server.timemodels import repository
-from server.timemodels.schemas import ModelRead, OpPrediction, OpTypeModel, Prediction, VersionRead
+from server.timemodels.schemas import (
+    FitRequested,
+    ModelRead,
+    OpPrediction,
+    OpTypeModel,
+    Prediction,
+    VersionRead,
+)
 from worker.queues import FIT_QUEUE, TIMEMODEL_FIT
 
 if TYPE_CHECKING:
@@ -40,19 +47,34 @@ def new_samples_since_last_fit(session: Session, device_id: int) -> int:
     return samples_repository.count_device_samples(session, device_id) - fitted
 
 
-def request_fit(session: Session, device_id: int) -> bool:
-    """Send ``timemodel.fit(device_id)`` after commit unless one is already pending.
+def request_fit(session: Session, device_id: int, *, force: bool = False) -> bool:
+    """Send ``timemodel.fit(device_id, force)`` after commit unless one is already pending.
 
     A pending request older than the fit's time limit is taken as lost (its worker died) and
-    replaced. Returns True when a message will be sent.
+    replaced. ``force`` refits even when no sample arrived since the last version (after an
+    upgrade of the model code). Returns True when a message will be sent.
     """
     now = session.scalar(select(func.now()))
     assert now is not None
     stale_before = now - timedelta(seconds=FIT_TIME_LIMIT_S)
     if not devices_repository.claim_fit_request(session, device_id, stale_before):
         return False
-    send_after_commit(session, TIMEMODEL_FIT, (device_id,), FIT_QUEUE)
+    send_after_commit(session, TIMEMODEL_FIT, (device_id, force), FIT_QUEUE)
     return True
+
+
+def request_refit(session: Session, device_id: int) -> FitRequested:
+    """``POST /models/{device_id}/fit``: a new version from the stored samples, new or not."""
+    device_or_404(session, device_id)
+    if samples_repository.count_device_samples(session, device_id) == 0:
+        raise conflict(f"device {device_id} has no samples to fit on yet")
+    latest = repository.latest_version(session, device_id)
+    sent = request_fit(session, device_id, force=True)
+    return FitRequested(
+        device_id=device_id,
+        requested=sent,
+        current_version=None if latest is None else latest.version,
+    )
 
 
 def fit_due(session: Session, device_id: int) -> bool:
