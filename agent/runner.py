@@ -8,14 +8,15 @@ kept and flagged ``spread_ok=False``.
 
 Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs`` invokes
 in the same child. Its median over the lowest median the child has seen is the attempt's
-``canary_ratio``, stored with the sample: the fitter divides the sample's median by it, so that
-labels measured while the core ran slow (on this 2-core VM it ran 15-20% slow for minutes at a time)
-describe the quiet host. Above ``max_canary_ratio`` the slowdown is a transient disturbance. The
-child also reports its CPU time over the timed runs: a ``cpu_share`` below ``min_cpu_share`` of the
-wall time means another process ran on the measurement core (the canary's 10 ms can fall between two
-of its time slices). Either way the attempt is *disturbed*: it is measured again after
-``disturbed_pause_s``, and the kept attempt is the quietest. A sample still disturbed after every
-attempt is stored with ``quiet=False`` in its environment, and the fitter leaves it out.
+``canary_ratio``, stored with the sample; above ``max_canary_ratio`` the host was slowed from
+outside (on this 2-core VM: a fit running on the other core, other tenants). The ratio is not
+divided out of the label: re-measured later, samples timed under a slow canary had slowed far less
+than it (``bench/canary.py``). The child also reports its CPU time over the timed runs: a
+``cpu_share`` below ``min_cpu_share`` of the wall time means another process ran on the measurement
+core (the canary's 10 ms can fall between two of its time slices). Either way the attempt is
+*disturbed*: it is measured again after ``disturbed_pause_s``, and the kept attempt is the quietest.
+A sample still disturbed after every attempt is stored with ``quiet=False`` in its environment, and
+the fitter leaves it out.
 
 Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
 process pinned to one core (``settings.core``, default the host's last core) with its address

@@ -62,10 +62,7 @@ class NetworkResult:
 
     name: str
     family: str
-    # The measured median brought to the quiet host (divided by the canary ratio, as the op
-    # samples the model is fitted on are); raw_measured_ms is the median as timed.
     measured_ms: float
-    raw_measured_ms: float
     p10_ms: float | None
     p90_ms: float | None
     predicted_ms: float | None
@@ -174,20 +171,16 @@ def _network_result(
     baselines: Mapping[str, Any],
     measurement: Mapping[str, Any] | None = None,
 ) -> NetworkResult:
-    """One zoo network's result from its measured latency (ms, as timed) and our prediction;
-    prints a line.
+    """One zoo network's result from its measured latency (ms) and our prediction; prints a line.
 
     ``counts`` is :func:`op_counts`' answer; ``prediction`` a NetworkPrediction or the API's
     mapping (both paths share this so the online and offline results read the same).
     """
-    from models.timemodel import quiet_latency_ms
-
     op_counts_, fallback_ops = counts
     result = NetworkResult(
         name=name,
         family=zoo.NETWORKS[name].family,
-        measured_ms=quiet_latency_ms(measured_ms, measurement),
-        raw_measured_ms=measured_ms,
+        measured_ms=measured_ms,
         p10_ms=p10_ms,
         p90_ms=p90_ms,
         predicted_ms=_total_ms(prediction),
@@ -219,7 +212,6 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
     table.add_column("network")
     table.add_column("family")
     table.add_column("measured ms", justify="right")
-    table.add_column("as timed ms", justify="right")
     table.add_column("ours ms", justify="right")
     table.add_column("ours err %", justify="right")
     table.add_column("canary", justify="right")
@@ -230,7 +222,6 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
             r.name,
             r.family,
             f"{r.measured_ms:.2f}",
-            f"{r.raw_measured_ms:.2f}",
             "-" if r.predicted_ms is None else f"{r.predicted_ms:.2f}",
             _fmt_pct(r.error_pct),
             _fmt_canary(r.measurement),
@@ -242,10 +233,6 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
     console.print(table)
 
     summaries: JSON = {"ours": error_summary([r.error_pct for r in results])}
-    # The same predictions against the medians as timed, without the canary correction.
-    summaries["ours_vs_raw_median"] = error_summary(
-        [_error_pct(r.predicted_ms, r.raw_measured_ms) for r in results]
-    )
     for name in baseline_names:
         summaries[name] = error_summary(
             [_error_pct(r.baselines_ms.get(name), r.measured_ms) for r in results]

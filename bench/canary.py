@@ -1,12 +1,11 @@
-"""Does the canary correction hold? ``python -m bench.canary`` (needs a farm's database).
+"""Should labels be divided by the canary's slowdown? ``python -m bench.canary``.
 
-The agent times a fixed conv (the canary) before every sample and the fitter divides the sample's
-median by the canary's slowdown (:func:`models.timemodel.quiet_latency_ms`). This script checks
-that on stored samples: it draws samples whose canary said the core ran slow, and as a control
-samples whose canary said it was quiet, re-measures each now in a fresh pinned child (the farm's
-protocol, canary included) and compares, against that re-measurement (itself corrected by its own
-canary), the error of the label as timed and of the corrected label. Prints a table and writes
-``bench/results/canary.json``. Run it with the farm stopped, so nothing else measures on the
+The agent times a fixed conv (the canary) before every sample and stores its ratio to the quietest
+canary time; a slow canary makes the agent re-measure. This script tests whether the ratio could
+also *correct* a label: it draws stored samples whose canary said the core ran slow, and as a
+control samples whose canary said it was quiet, re-measures each now in a fresh pinned child (the
+farm's protocol) and compares, against that re-measurement, the error of the label as timed and of
+the label divided by its canary ratio. Prints a table and writes ``bench/results/canary.json``. Run it with the farm stopped, so nothing else measures on the
 core: it starts the embedded PostgreSQL of ``FDIOT_HOME`` if needed (``fdiot down`` stops it).
 """
 
@@ -51,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench.accuracy import fetch_samples
     from fdiot.settings import get_settings
     from fdiot.stack import ensure_stack
-    from models.timemodel import quiet_latency_ms
 
     settings = get_settings()
     ensure_stack(settings)
@@ -76,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 except MeasurementError as error:
                     console.print(f"[red]{s['op_type']} {s['config']}: {error}")
                     continue
-                reference_ms = quiet_latency_ms(now.median_ms, now.quality())
+                reference_ms = now.median_ms
                 rows.append(
                     {
                         "group": group,
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         "config": s["config"],
                         "canary_ratio": s["environment"]["canary_ratio"],
                         "as_timed_ms": s["median_ms"],
-                        "corrected_ms": quiet_latency_ms(s["median_ms"], s["environment"]),
+                        "corrected_ms": s["median_ms"] / s["environment"]["canary_ratio"],
                         "remeasured_ms": reference_ms,
                         "remeasured_canary_ratio": now.canary_ratio,
                     }

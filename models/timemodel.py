@@ -182,26 +182,17 @@ def _sample_features(sample: Mapping[str, Any]) -> dict[str, float]:
         return {k: float(v) for k, v in dict(sample.get("features", {})).items()}
 
 
-def quiet_latency_ms(median_ms: float, environment: Mapping[str, Any] | None) -> float:
-    """A measured median (ms) brought to the quiet host: divided by the measurement's
-    ``canary_ratio`` (agent/runner.py: a fixed conv timed right before, over the quietest time of
-    that conv on the device). On this 2-core VM the measuring core ran 15-18% slow for minutes at
-    a time while the canary said so; without a canary the median is returned as measured."""
-    ratio = (environment or {}).get("canary_ratio")
-    if isinstance(ratio, int | float) and ratio > 0:
-        return float(median_ms) / float(ratio)
-    return float(median_ms)
-
-
 def sample_latency_ms(sample: Mapping[str, Any]) -> float:
-    """The label of a Sample dict: ``latency.median_ms`` (or a flat ``median_ms``), brought to
-    the quiet host by :func:`quiet_latency_ms`."""
+    """The label of a Sample dict: ``latency.median_ms`` (or a flat ``median_ms``), as timed.
+
+    The canary ratio stored beside it is not divided out: re-measuring samples whose canary said
+    the core ran slow showed the ops slowed far less than the canary (``bench/canary.py``), so a
+    slow canary triggers a re-measurement, and a sample still disturbed is left out instead.
+    """
     latency = sample.get("latency")
-    median_ms = latency["median_ms"] if isinstance(latency, Mapping) else sample["median_ms"]
-    environment = sample.get("environment")
-    return quiet_latency_ms(
-        float(median_ms), environment if isinstance(environment, Mapping) else None
-    )
+    if isinstance(latency, Mapping):
+        return float(latency["median_ms"])
+    return float(sample["median_ms"])
 
 
 def build_design(

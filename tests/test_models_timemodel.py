@@ -20,10 +20,8 @@ from models.timemodel import (
     fit_tree,
     is_quiet,
     op_feature_vector,
-    quiet_latency_ms,
     quiet_samples,
     robust_weights,
-    sample_latency_ms,
 )
 
 OVERHEAD_MS = 0.02
@@ -264,11 +262,3 @@ def test_an_op_type_with_only_disturbed_samples_keeps_them():
     only = [{"op_type": "add", "config": {}, "environment": {"quiet": False}}] * 3
     kept, disturbed = quiet_samples(only)
     assert len(kept) == 3 and disturbed == {}
-
-
-def test_labels_are_brought_to_the_quiet_host_by_the_canary():
-    assert quiet_latency_ms(2.4, {"canary_ratio": 1.2}) == pytest.approx(2.0)
-    assert quiet_latency_ms(2.4, {}) == 2.4 and quiet_latency_ms(2.4, None) == 2.4
-    sample = {"op_type": "add", "latency": {"median_ms": 3.0}, "environment": {"canary_ratio": 1.5}}
-    assert sample_latency_ms(sample) == pytest.approx(2.0)
-    assert sample_latency_ms({"op_type": "add", "median_ms": 3.0}) == 3.0

@@ -156,7 +156,7 @@ def test_fit_task_makes_a_model_version(
     )
     assert response.status_code == 200, response.text
     prediction = response.json()
-    assert prediction["version"] == model["version"]
+    assert prediction["version"] == refitted["version"]
     assert [op["op_type"] for op in prediction["ops"]] == ["conv2d"]
     assert prediction["ops"][0]["predicted_ms"] > 0
     assert prediction["total_ms"] == pytest.approx(

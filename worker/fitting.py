@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from models.features import TFLiteParseError, parse_tflite
 from models.opspace import adaptive_configs
-from models.timemodel import DeviceTimeModel, fit_device_model, quiet_latency_ms
+from models.timemodel import DeviceTimeModel, fit_device_model
 from server.jobs.planning import OVERHEAD_OP_TYPE, split_adaptive_budget
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
@@ -42,15 +42,11 @@ def json_safe(value: Any) -> Any:
 
 
 def measured_network_ms(job: Job) -> float | None:
-    """Median latency (ms) a network benchmark measured, from its result, brought to the quiet
-    host like the op samples (:func:`models.timemodel.quiet_latency_ms`)."""
+    """Median latency (ms) a network benchmark measured, from its result."""
     result = job.result or {}
     latency = result.get("latency", result)
     value = latency.get("median_ms") if isinstance(latency, Mapping) else None
-    if not isinstance(value, int | float):
-        return None
-    environment = result.get("environment")
-    return quiet_latency_ms(float(value), environment if isinstance(environment, Mapping) else None)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def validate_on_networks(model: DeviceTimeModel, jobs: Sequence[Job]) -> dict[str, Any]:
