@@ -245,6 +245,10 @@ class BenchmarkModelRunner:
     def close(self) -> None:
         """Nothing stays open between measurements (each is one adb/ssh command)."""
 
+    def measure_network(self, model: bytes) -> LatencyStats:
+        """A whole network: the same protocol (no canary runs on the device)."""
+        return self.measure(model)
+
     def measure(self, model: bytes) -> LatencyStats:
         """Push ``model``, run the protocol (re-measuring wide spreads), return the best attempt."""
         remote = f"{self.work_dir}/fdiot_{sha256(model).hexdigest()[:16]}.tflite"

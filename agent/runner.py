@@ -269,6 +269,22 @@ class MeasurementChild:
         self.submit(model)
         return self.result()
 
+    def measure_network(self, model: bytes) -> LatencyStats:
+        """Measure a whole network (a benchmark job) with the stricter network limits: a canary
+        ratio of at most ``network_max_canary_ratio`` and up to ``network_max_remeasure``
+        re-measurements. One number that a user reads directly is worth a few more attempts."""
+        strict = self.settings.model_copy(
+            update={
+                "max_canary_ratio": self.settings.network_max_canary_ratio,
+                "max_remeasure": self.settings.network_max_remeasure,
+            }
+        )
+        saved, self.settings = self.settings, strict
+        try:
+            return self.measure(model)
+        finally:
+            self.settings = saved
+
     def submit(self, model: bytes) -> None:
         """Send ``model`` for its first timed attempt; :meth:`result` collects it."""
         if self._pending_model is not None:

@@ -195,7 +195,7 @@ def _run_network(client: FarmClient, job_id: int, settings: Settings) -> dict[st
 
     model = client.agent_job_model(job_id)
     try:
-        stats = measurement_child(settings).measure(model)
+        stats = measurement_child(settings).measure_network(model)
     except MeasurementError as error:
         log.warning("job %s: model could not be measured: %s", job_id, error)
         client.fail_job(job_id, _error_text(error))

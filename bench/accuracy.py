@@ -640,7 +640,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
             counts, fallback = op_counts(flatbuffer)
             stats = cache.network(name, flatbuffer)
             if stats is None:
-                measured_stats = child.measure(flatbuffer)
+                measured_stats = child.measure_network(flatbuffer)
                 stats = {**measured_stats.to_dict(), "quality": measured_stats.quality()}
                 cache.put_network(name, flatbuffer, stats)
                 cache.save()

@@ -5,8 +5,9 @@ canary time; a slow canary makes the agent re-measure. This script tests whether
 also *correct* a label: it draws stored samples whose canary said the core ran slow, and as a
 control samples whose canary said it was quiet, re-measures each now in a fresh pinned child (the
 farm's protocol) and compares, against that re-measurement, the error of the label as timed and of
-the label divided by its canary ratio. Prints a table and writes ``bench/results/canary.json``. Run it with the farm stopped, so nothing else measures on the
-core: it starts the embedded PostgreSQL of ``FDIOT_HOME`` if needed (``fdiot down`` stops it).
+the label divided by its canary ratio. Prints a table and writes ``bench/results/canary.json``. Run
+it with the farm stopped, so nothing else measures on the core: it starts the embedded PostgreSQL of
+``FDIOT_HOME`` if needed (``fdiot down`` stops it).
 """
 
 from __future__ import annotations

@@ -129,6 +129,22 @@ def test_canary_above_its_limit_is_remeasured_then_flagged(
     assert stats.attempts == 3
 
 
+def test_networks_are_measured_with_the_stricter_limits(
+    settings: Settings, conv_model: bytes
+) -> None:
+    strict = settings.model_copy(
+        update={
+            "network_max_canary_ratio": 0.5,  # every canary "slow": all network attempts made
+            "network_max_remeasure": 3,
+            "disturbed_pause_s": 0.0,
+        }
+    )
+    with MeasurementChild(strict) as measurer:
+        stats = measurer.measure_network(conv_model)
+        assert stats.quiet is False and stats.attempts == 4
+        assert measurer.settings is strict  # the op protocol is back for the next sample
+
+
 def test_without_canary_there_is_no_ratio(settings: Settings, conv_model: bytes) -> None:
     stats = measure_tflite(conv_model, settings=settings.model_copy(update={"canary_runs": 0}))
     assert stats.canary_ratio is None
