@@ -391,24 +391,6 @@ def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
     return samples
 
 
-def _wait_for_fit(client: Any, device_id: int, sample_count: int, timeout_s: float) -> JSON:
-    """Poll ``GET /models/{id}`` until a version fitted on at least ``sample_count`` samples."""
-    from fdiot.client import FarmError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            model: JSON = client.current_model(device_id)
-            if int(model.get("sample_count") or 0) >= sample_count:
-                return model
-        except FarmError as exc:
-            if exc.status_code != 404:  # 404: no version yet
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no model version covering {sample_count} samples in {timeout_s} s")
-        time.sleep(2.0)
-
-
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
@@ -451,10 +433,12 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
         device_sample_count = len(fetch_samples(device_id))
         if args.refit:  # a new version from the stored samples (after a change of the model code)
             requested = client.refit(device_id)
-            client.wait_model_version(
-                device_id, requested.get("current_version"), timeout_s=FIT_TIMEOUT_S
+            client.wait_model(
+                device_id, newer_than=requested.get("current_version"), timeout_s=FIT_TIMEOUT_S
             )
-        model = _wait_for_fit(client, device_id, device_sample_count, FIT_TIMEOUT_S)
+        model = client.wait_model(
+            device_id, min_samples=device_sample_count, timeout_s=FIT_TIMEOUT_S
+        )
         console.print(f"model version {model['version']} fitted on {model['sample_count']} samples")
         samples = fetch_samples(device_id, limit=int(model["sample_count"]))
         baselines = fit_baselines(samples, seed=args.seed or OFFLINE_SEED)

@@ -446,7 +446,7 @@ def fit(
     with _farm_errors(), _client() as client:
         answer = client.refit(device)
         if wait:
-            answer = client.wait_model_version(device, answer.get("current_version"))
+            answer = client.wait_model(device, newer_than=answer.get("current_version"))
     if json_output:
         _print_json(answer)
     elif wait:

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from fdiot.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -260,16 +262,14 @@ class FarmClient:
 
         Raises ``TimeoutError`` after ``timeout_s`` seconds (``None``: wait forever).
         """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            job = self.job(job_id)
-            if callback is not None:
-                callback(job)
-            if job["status"] in TERMINAL_JOB_STATUSES:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
-            time.sleep(poll_s)
+        return _poll(
+            lambda: self.job(job_id),
+            lambda job: job["status"] in TERMINAL_JOB_STATUSES,
+            lambda job: f"job {job_id} still {job['status']}",
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            callback=callback,
+        )
 
     def wait_campaign(
         self,
@@ -280,18 +280,14 @@ class FarmClient:
         poll_s: float = 1.0,
     ) -> JSON:
         """Poll ``GET /campaigns/{id}`` until it finishes, calling ``callback`` with each answer."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            campaign = self.campaign(campaign_id)
-            if callback is not None:
-                callback(campaign)
-            if campaign["status"] in TERMINAL_CAMPAIGN_STATUSES:
-                return campaign
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"campaign {campaign_id} still {campaign['status']} after {timeout_s} s"
-                )
-            time.sleep(poll_s)
+        return _poll(
+            lambda: self.campaign(campaign_id),
+            lambda campaign: campaign["status"] in TERMINAL_CAMPAIGN_STATUSES,
+            lambda campaign: f"campaign {campaign_id} still {campaign['status']}",
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            callback=callback,
+        )
 
     def current_model(self, device_id: int) -> JSON:
         """``GET /models/{device_id}``: the current model version (404 before the first fit)."""
@@ -303,29 +299,45 @@ class FarmClient:
         result: JSON = self._json("POST", f"/models/{device_id}/fit")
         return result
 
-    def wait_model_version(
+    def wait_model(
         self,
         device_id: int,
-        after_version: int | None,
+        *,
+        newer_than: int | None = None,
+        min_samples: int = 0,
         timeout_s: float | None = None,
         poll_s: float = 2.0,
     ) -> JSON:
-        """Poll ``GET /models/{device_id}`` until a version newer than ``after_version``."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
+        """Poll ``GET /models/{device_id}`` until a version newer than ``newer_than`` fitted on at
+        least ``min_samples`` samples exists (a 404, no version yet, counts as not yet)."""
+
+        def fetch() -> JSON | None:
             try:
-                current = self.current_model(device_id)
-                if after_version is None or int(current["version"]) > after_version:
-                    return current
+                return self.current_model(device_id)
             except FarmError as error:
-                if error.status_code != 404:  # 404: no version yet
+                if error.status_code != 404:
                     raise
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"no model version of device {device_id} after v{after_version} "
-                    f"within {timeout_s} s"
-                )
-            time.sleep(poll_s)
+                return None
+
+        def done(model: JSON | None) -> bool:
+            return (
+                model is not None
+                and (newer_than is None or int(model["version"]) > newer_than)
+                and int(model.get("sample_count") or 0) >= min_samples
+            )
+
+        model = _poll(
+            fetch,
+            done,
+            lambda _: (
+                f"no model version of device {device_id} after v{newer_than} "
+                f"on {min_samples}+ samples"
+            ),
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+        )
+        assert model is not None
+        return model
 
     def model_versions(self, device_id: int) -> list[JSON]:
         result: list[JSON] = self._json("GET", f"/models/{device_id}/versions")
@@ -383,3 +395,26 @@ def _file_part(model: Path | bytes, name: str | None) -> tuple[str, bytes]:
         return (name or "model.tflite"), model
     path = Path(model)
     return path.name, path.read_bytes()
+
+
+def _poll(
+    fetch: Callable[[], T],
+    done: Callable[[T], bool],
+    describe: Callable[[T], str],
+    *,
+    timeout_s: float | None,
+    poll_s: float,
+    callback: Callable[[T], None] | None = None,
+) -> T:
+    """Call ``fetch`` every ``poll_s`` s until ``done`` says so; return that answer. Raises
+    ``TimeoutError`` (``describe`` of the last answer) after ``timeout_s`` (``None``: forever)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        answer = fetch()
+        if callback is not None:
+            callback(answer)
+        if done(answer):
+            return answer
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{describe(answer)} after {timeout_s} s")
+        time.sleep(poll_s)

@@ -45,17 +45,6 @@ def _wait_for_device(client: FarmClient, name: str, timeout_s: float = 180.0) ->
     raise RuntimeError("the agent did not register the local CPU device; see FDIOT_HOME/logs")
 
 
-def _wait_for_model(client: FarmClient, device_id: int, samples: int, timeout_s: float) -> Any:
-    """Wait for a model version trained on at least ``samples`` op samples."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        versions = client.model_versions(device_id)
-        if versions and max(v["sample_count"] for v in versions) >= samples:
-            return client.current_model(device_id)
-        time.sleep(2)
-    raise RuntimeError("no model version covering the campaign appeared; see the fit-worker log")
-
-
 def _profile(client: FarmClient, device_id: int) -> dict[str, Any]:
     campaign = client.create_campaign(device_id, samples=DEMO_CAMPAIGN_SAMPLES)
     with Progress(
@@ -125,7 +114,14 @@ def main() -> int:
             f"campaign {campaign['status']}: {campaign['samples_done']} samples "
             f"in {(time.monotonic() - started) / 60:.1f} min"
         )
-        model = _wait_for_model(client, device["id"], campaign["samples_done"], timeout_s=600)
+        try:
+            model = client.wait_model(
+                device["id"], min_samples=campaign["samples_done"], timeout_s=600
+            )
+        except TimeoutError as late:
+            raise RuntimeError(
+                "no model version covering the campaign appeared; see the fit-worker log"
+            ) from late
         table = Table(title=f"Time model v{model['version']}: cross-validated error per op type")
         table.add_column("op type")
         table.add_column("samples", justify="right")

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from fdiot.client import FarmClient, FarmError
+from fdiot.client import FarmClient
 
 pytestmark = pytest.mark.stack
 
@@ -89,18 +89,9 @@ def _wait_progress(client: FarmClient, campaign_id: int, samples: int) -> dict[s
 
 def _wait_model(client: FarmClient, device_id: int, min_samples: int) -> dict[str, Any]:
     """Wait for a model version of the device fitted on at least ``min_samples`` samples."""
-    deadline = time.monotonic() + FIT_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            current = client.current_model(device_id)
-        except FarmError as error:
-            if error.status_code != 404:
-                raise
-        else:
-            if current["sample_count"] >= min_samples:
-                return current
-        time.sleep(1.0)
-    raise TimeoutError(f"no model version with {min_samples} samples for device {device_id}")
+    return client.wait_model(
+        device_id, min_samples=min_samples, timeout_s=FIT_TIMEOUT_S, poll_s=1.0
+    )
 
 
 @pytest.fixture(scope="module")
