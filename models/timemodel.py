@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
-from models.opspace import ACTIVATIONS, CONFIG_SPACE, FLOAT32_BYTES, OP_TYPES, PADDINGS
+from models.opspace import ACTIVATIONS, CONFIG_SPACE, FLOAT32_BYTES, OP_TYPES, PADDINGS, output_hw
 from models.tree import TreeLinearRegressor
 
 VARIANTS: tuple[str, ...] = ("tiled", "paper")
@@ -32,10 +32,17 @@ _TILED_WIDTH: dict[str, str] = {
     "gru": "units",
 }
 _RECURRENT = frozenset({"lstm", "gru"})
+# Output columns of the GEMMs an op runs, per unit of its tiled width: an LSTM step multiplies by
+# [x, h] -> 4 gates of ``units`` columns, a GRU step by 3 gates.
+_GEMM_WIDTH_FACTOR: dict[str, int] = {"lstm": 4, "gru": 3}
 _BROADCAST_OPS = frozenset({"add", "mul", "sub"})
 # Largest depthwise kernel (taps = kh * kw) XNNPACK runs with a single-pass micro-kernel (5x5);
 # larger kernels run a multi-pass kernel measured ~8x slower per FLOP on this host.
 _DW_UNIPASS_TAPS = 25
+# Ops with a cost per output position apart from their channels: on this host a depthwise 3x3
+# on 96x96 costs ~48 ns per output pixel for any cin from 1 to 7 and 15 ns at cin = 8 (cin not a
+# multiple of 8 runs a per-pixel path); ``output_pixels`` (h_out * w_out) lets a leaf price it.
+_PER_PIXEL_OPS = frozenset({"depthwise_conv2d", "conv2d"})
 # Cost features whose sum is the bytes an op touches (its cache footprint).
 _WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 # Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
@@ -92,6 +99,8 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
         names += ["seq_len", "accumulated_bytes"]
     if op_type in _BROADCAST_OPS:
         names.append("broadcast_rows")
+    if variant == "tiled" and op_type in _PER_PIXEL_OPS:
+        names.append("output_pixels")
     if variant == "tiled" and op_type == "depthwise_conv2d":
         names += ["flops_multipass", "flops_grouped"]
     if variant == "tiled" and op_type in _TILED_WIDTH:
@@ -106,13 +115,56 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     The tiled variant may also split on ``working_set_bytes`` (input + output + parameter bytes):
     whether an op's tensors fit in a cache level changes its time per byte, and no single
     configuration variable says that (a 2048x2048 dense layer misses an 8 MiB L3, 1024x2048 not).
+
+    Ops with a tiled width also get ``gemm_tail{t}``: how many of the ``t`` columns of the last
+    ``t``-wide panel of their GEMM output are used, ``(width - 1) mod t + 1`` (width = ``cout``;
+    ``cin * multiplier`` for depthwise; ``4 * units`` / ``3 * units`` for LSTM / GRU gates). It
+    extends the integer-multiple split (``width mod t == 0`` is ``gemm_tail{t} == t``) to how
+    full the last panel is, which a runtime may use to pick a narrower kernel: on this host a
+    one-row dense layer whose last 16-column panel is at most half full runs 2x slower per
+    weight (``cout`` 689-696 at cin 700: 0.25 ns per weight, 697-704: 0.13), and an LSTM whose
+    ``units mod 4`` is 1 or 2 does the same (docs/internals.md).
     """
     _check_variant(variant)
     space = CONFIG_SPACE.get(op_type)
     names = [v.name for v in space] if space is not None else []
     if variant == "tiled" and names:
         names.append("working_set_bytes")
+        if op_type in _TILED_WIDTH:
+            names += [f"gemm_tail{t}" for t in TILE_SIZES]
+            names += [f"gemm_pad{t}" for t in TILE_SIZES]
     return names
+
+
+def output_pixels(config: Mapping[str, Any]) -> int:
+    """Output positions ``h_out * w_out`` of a convolution configuration."""
+    h_out, w_out = output_hw(
+        int(config.get("h", 0)),
+        int(config.get("w", 0)),
+        int(config.get("kh", 1)),
+        int(config.get("kw", 1)),
+        int(config.get("stride", 1)),
+        str(config.get("padding", "same")),
+    )
+    return h_out * w_out
+
+
+def gemm_width(op_type: str, config: Mapping[str, Any]) -> int:
+    """Output columns of the GEMM (or GEMV) ``op_type`` runs, the width its kernels tile."""
+    width = int(config.get(_TILED_WIDTH[op_type], 0))
+    if op_type == "depthwise_conv2d":
+        width *= int(config.get("multiplier", 1))
+    return width * _GEMM_WIDTH_FACTOR.get(op_type, 1)
+
+
+def gemm_pad(width: int, tile: int) -> float:
+    """Share of padding columns when ``width`` is rounded up to whole ``tile``-wide panels."""
+    return (tile - gemm_tail(width, tile)) / width if width > 0 else 0.0
+
+
+def gemm_tail(width: int, tile: int) -> int:
+    """Columns used in the last ``tile``-wide panel of ``width`` columns (1..tile; 0 if none)."""
+    return (width - 1) % tile + 1 if width > 0 else 0
 
 
 def feature_names(op_type: str, variant: str = "tiled") -> list[str]:
@@ -148,6 +200,8 @@ def op_feature_vector(
     if op_type in _BROADCAST_OPS:
         broadcast = int(config.get("broadcast", 0))
         row.append(float(broadcast * int(config.get("h", 0)) * int(config.get("w", 0))))
+    if variant == "tiled" and op_type in _PER_PIXEL_OPS:
+        row.append(float(output_pixels(config)))
     if variant == "tiled" and op_type == "depthwise_conv2d":
         flops = float(feats.get("flops", 0.0))
         taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
@@ -164,6 +218,10 @@ def op_feature_vector(
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
             row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
+        elif name.startswith("gemm_tail"):
+            row.append(float(gemm_tail(gemm_width(op_type, config), int(name[len("gemm_tail") :]))))
+        elif name.startswith("gemm_pad"):
+            row.append(gemm_pad(gemm_width(op_type, config), int(name[len("gemm_pad") :])))
         else:
             row.append(_code(name, config.get(name, 0)))
     return np.asarray(row, dtype=float)

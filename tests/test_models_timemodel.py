@@ -262,3 +262,51 @@ def test_an_op_type_with_only_disturbed_samples_keeps_them():
     only = [{"op_type": "add", "config": {}, "environment": {"quiet": False}}] * 3
     kept, disturbed = quiet_samples(only)
     assert len(kept) == 3 and disturbed == {}
+
+
+def test_gemm_tail_and_pad_features():
+    names = feature_names("fully_connected")
+    col = {n: i for i, n in enumerate(names)}
+    row = op_feature_vector("fully_connected", {"rows": 1, "cin": 700, "cout": 690})
+    assert row[col["gemm_tail16"]] == 2  # 690 = 43 * 16 + 2
+    assert row[col["gemm_tail8"]] == 2 and row[col["gemm_tail32"]] == 18
+    assert row[col["gemm_pad16"]] == pytest.approx(14 / 690)
+    full = op_feature_vector("fully_connected", {"rows": 1, "cin": 700, "cout": 704})
+    assert full[col["gemm_tail16"]] == 16 and full[col["gemm_pad16"]] == 0
+    # An LSTM step's GEMM has 4 gates of `units` columns: units = 93 -> 372 columns, tail 4.
+    lstm = {"seq_len": 8, "cin": 32, "units": 93, "return_sequences": 0}
+    lstm_col = {n: i for i, n in enumerate(feature_names("lstm"))}
+    assert op_feature_vector("lstm", lstm)[lstm_col["gemm_tail16"]] == 4
+    assert "gemm_tail16" not in feature_names("fully_connected", "paper")
+
+
+def test_output_pixels_feature():
+    config = {"h": 15, "w": 15, "cin": 7, "multiplier": 1, "kh": 3, "kw": 3, "stride": 2}
+    col = {n: i for i, n in enumerate(feature_names("depthwise_conv2d"))}
+    assert op_feature_vector("depthwise_conv2d", config)[col["output_pixels"]] == 8 * 8
+    valid = {**config, "padding": "valid"}
+    assert op_feature_vector("depthwise_conv2d", valid)[col["output_pixels"]] == 7 * 7
+
+
+def test_tree_learns_a_half_empty_last_panel():
+    # Dense batch-1 layers whose last 16-column panel is at most half full run at half speed (as
+    # measured on this host, docs/internals.md); the tree must find it through gemm_tail16.
+    rng = np.random.default_rng(3)
+    samples = []
+    for _ in range(240):
+        config = {
+            "rows": 1,
+            "cin": int(rng.integers(64, 1024)),
+            "cout": int(rng.integers(64, 1024)),
+        }
+        tail = (config["cout"] - 1) % 16 + 1
+        ns_per_weight = 0.26 if tail <= 8 else 0.13
+        ms = OVERHEAD_MS + ns_per_weight * 1e-6 * config["cin"] * config["cout"]
+        samples.append({"op_type": "fully_connected", "config": config,
+                        "latency": {"median_ms": ms * rng.normal(1.0, 0.01)}})  # fmt: skip
+    samples += [{"op_type": "invoke_overhead", "config": {}, "latency": {"median_ms": OVERHEAD_MS}}]
+    model, metrics = fit_device_model(samples, cv=3)
+    assert "gemm_tail16" in model.rules("fully_connected")
+    assert metrics["per_op_type"]["fully_connected"]["cv_mape"] < 0.05
+    _, paper = fit_device_model(samples, variant="paper", cv=3)
+    assert paper["per_op_type"]["fully_connected"]["cv_mape"] > 0.1
