@@ -129,6 +129,18 @@ def test_canary_above_its_limit_is_remeasured_then_flagged(
     assert stats.attempts == 3
 
 
+def test_disturbed_attempts_wait_longer_each_time(
+    settings: Settings, conv_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("agent.runner._pause", pauses.append)
+    strict = settings.model_copy(
+        update={"max_canary_ratio": 0.5, "max_remeasure": 3, "disturbed_pause_s": 0.01}
+    )
+    assert measure_tflite(conv_model, settings=strict).attempts == 4
+    assert pauses == pytest.approx([0.01, 0.02, 0.04])
+
+
 def test_networks_are_measured_with_the_stricter_limits(
     settings: Settings, conv_model: bytes
 ) -> None:

@@ -1,0 +1,140 @@
+"""Two effects of this host's runtime that single-op timing has to meet, measured directly.
+
+1. **Last GEMM panel** (``python -m bench.composition``): a batch-1 dense layer is timed for
+   every ``cout`` in a 33-wide window, and an LSTM for consecutive ``units``. The time per weight
+   shows whether it follows ``gemm_tail16`` (columns used in the last 16-wide panel), the split
+   variable the time model offers for it.
+2. **Weights streamed inside a network**: chains of 1x1 convolutions, converted whole, against
+   the sum of their ops timed alone. Alone, an op's weights stay in the cache between invokes; in
+   a network whose weights exceed the cache they come from DRAM at every invoke.
+
+Prints two tables and writes ``bench/results/composition.json``. Run it with the farm stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.builder import build_op_model
+from agent.runner import MeasurementChild
+from fdiot.processes import reserve_measurement_core
+from fdiot.settings import get_settings
+from models.timemodel import gemm_tail
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Dense layer of the panel scan: 700 inputs, one row; the window covers two 16-column panels.
+PANEL_CIN = 700
+PANEL_COUTS = range(688, 721)
+LSTM_UNITS = range(88, 100)
+LSTM_BASE = {"seq_len": 8, "cin": 32, "return_sequences": 0}
+# A 1x1 conv chain alternating cin -> 3*... widths like MobileNetV2's expand/project pairs, on a
+# small map (weight-heavy) and the same chain with few weights, 5 pairs each.
+CHAINS: tuple[tuple[int, tuple[int, int]], ...] = ((3, (320, 960)), (6, (64, 384)), (12, (32, 192)))
+CHAIN_PAIRS = 5
+# Time per weight at least this much above the window's fastest counts as the slow kernel
+# (the two regimes measured 0.13 and 0.25 ns per weight).
+SLOW_RATIO = 1.3
+
+
+def _conv_chain(hw: int, widths: Sequence[int]) -> bytes:
+    import tensorflow as tf
+
+    inputs = tf.keras.Input((hw, hw, widths[0]), batch_size=1)
+    x = inputs
+    for width in widths[1:]:
+        x = tf.keras.layers.Conv2D(width, 1, padding="same")(x)
+    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, x))
+    return bytes(converter.convert())
+
+
+def panel_scan(child: MeasurementChild) -> dict[str, Any]:
+    """ns per weight of the dense layer and ms of the LSTM, with each width's tail."""
+    dense = []
+    for cout in PANEL_COUTS:
+        config = {"rows": 1, "cin": PANEL_CIN, "cout": cout, "activation": "none"}
+        ms = child.measure(build_op_model("fully_connected", config)).median_ms
+        dense.append(
+            {
+                "cout": cout,
+                "tail16": gemm_tail(cout, 16),
+                "ns_per_weight": ms * 1e6 / (PANEL_CIN * cout),
+            }
+        )
+    fastest = min(row["ns_per_weight"] for row in dense)
+    for row in dense:
+        row["slow"] = row["ns_per_weight"] > SLOW_RATIO * fastest
+    lstm = []
+    for units in LSTM_UNITS:
+        ms = child.measure(build_op_model("lstm", {**LSTM_BASE, "units": units})).median_ms
+        lstm.append({"units": units, "tail16": gemm_tail(4 * units, 16), "ms": ms})
+    explained = sum(row["slow"] == (row["tail16"] <= 8) for row in dense)
+    return {
+        "dense": dense,
+        "lstm": lstm,
+        "dense_explained_by_tail16_le_8": f"{explained}/{len(dense)}",
+    }
+
+
+def streaming(child: MeasurementChild) -> list[dict[str, Any]]:
+    """Whole chain vs the sum of its convs timed alone (each alone minus one invoke overhead)."""
+    overhead_ms = child.measure(build_op_model("invoke_overhead", {})).median_ms
+    rows = []
+    for hw, (narrow, wide) in CHAINS:
+        widths = [narrow] + [wide, narrow] * CHAIN_PAIRS
+        chain_ms = child.measure(_conv_chain(hw, widths)).median_ms
+        alone_ms = overhead_ms
+        for cin, cout in itertools.pairwise(widths):
+            config = {"h": hw, "w": hw, "cin": cin, "cout": cout, "kh": 1, "kw": 1, "stride": 1,
+                      "padding": "same", "activation": "none"}  # fmt: skip
+            alone_ms += child.measure(build_op_model("conv2d", config)).median_ms - overhead_ms
+        weight_bytes = 4 * sum(a * b for a, b in itertools.pairwise(widths))
+        rows.append(
+            {
+                "hw": hw,
+                "widths": f"{narrow}<->{wide} x{CHAIN_PAIRS}",
+                "weight_mb": weight_bytes / 1e6,
+                "chain_ms": chain_ms,
+                "sum_alone_ms": alone_ms,
+                "ratio": chain_ms / alone_ms,
+            }
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "composition.json")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    reserve_measurement_core(settings)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with MeasurementChild(settings) as child:
+        panel = panel_scan(child)
+        chains = streaming(child)
+    print(f"dense 1x{PANEL_CIN} -> cout (S = slow kernel, . = fast; tail16 <= 8 marked ^):")
+    print("  cout " + " ".join(f"{r['cout']}" for r in panel["dense"][::8]))
+    print("  time " + "".join("S" if r["slow"] else "." for r in panel["dense"]))
+    print("  tail " + "".join("^" if r["tail16"] <= 8 else " " for r in panel["dense"]))
+    print(f"  slow <=> tail16 <= 8 for {panel['dense_explained_by_tail16_le_8']} widths")
+    print(
+        "lstm units: "
+        + ", ".join(f"{r['units']}:{r['ms']:.2f}ms/t{r['tail16']}" for r in panel["lstm"])
+    )
+    print(f"{'chain':<22}{'weights MB':>11}{'chain ms':>10}{'sum alone':>10}{'ratio':>7}")
+    for r in chains:
+        print(f"{r['hw']}x{r['hw']} {r['widths']:<17}{r['weight_mb']:>11.1f}{r['chain_ms']:>10.3f}"
+              f"{r['sum_alone_ms']:>10.3f}{r['ratio']:>7.2f}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"panel": panel, "streaming": chains}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
