@@ -14,9 +14,9 @@ divided out of the label: re-measured later, samples timed under a slow canary h
 than it (``bench/canary.py``). The child also reports its CPU time over the timed runs: a
 ``cpu_share`` below ``min_cpu_share`` of the wall time means another process ran on the measurement
 core (the canary's 10 ms can fall between two of its time slices). Either way the attempt is
-*disturbed*: it is measured again after ``disturbed_pause_s`` (doubled at each further attempt),
-and the kept attempt is the quietest. A sample still disturbed after every attempt is stored with
-``quiet=False`` in its environment, and the fitter leaves it out.
+*disturbed*: it is measured again after ``disturbed_pause_s`` (for networks doubled at each
+attempt), and the kept attempt is the quietest. A sample still disturbed after every attempt is
+stored with ``quiet=False`` in its environment, and the fitter leaves it out.
 
 Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
 process pinned to one core (``settings.core``, default the host's last core) with its address
@@ -277,6 +277,7 @@ class MeasurementChild:
             update={
                 "max_canary_ratio": self.settings.network_max_canary_ratio,
                 "max_remeasure": self.settings.network_max_remeasure,
+                "pause_growth": self.settings.network_pause_growth,
             }
         )
         saved, self.settings = self.settings, strict
@@ -311,7 +312,8 @@ class MeasurementChild:
                 break
             if not last.quiet:
                 # Let the disturbance pass; a long one gets a longer wait at each attempt.
-                _pause(self.settings.disturbed_pause_s * 2 ** (len(attempts) - 1))
+                growth = self.settings.pause_growth ** (len(attempts) - 1)
+                _pause(self.settings.disturbed_pause_s * growth)
             self._send(model)
             attempts.append(self._collect())
         return dataclasses.replace(min(attempts, key=_preference), attempts=len(attempts))

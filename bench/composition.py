@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         panel = panel_scan(child)
         chains = streaming(child)
     print(f"dense 1x{PANEL_CIN} -> cout (S = slow kernel, . = fast; tail16 <= 8 marked ^):")
-    print("  cout " + " ".join(f"{r['cout']}" for r in panel["dense"][::8]))
+    print(f"  cout {PANEL_COUTS.start}..{PANEL_COUTS.stop - 1}, one character each")
     print("  time " + "".join("S" if r["slow"] else "." for r in panel["dense"]))
     print("  tail " + "".join("^" if r["tail16"] <= 8 else " " for r in panel["dense"]))
     print(f"  slow <=> tail16 <= 8 for {panel['dense_explained_by_tail16_le_8']} widths")

@@ -113,14 +113,17 @@ class Settings(BaseSettings):
     min_cpu_share: float = 0.95
     # Network benchmark jobs: one number a user reads directly, so a stricter canary limit and
     # more attempts (3 of 27 zoo networks were once timed at a canary ratio of 1.34, 30% slow).
-    # 6 attempts with the doubling pause below wait up to 31.5 s for a quiet window: on this VM
-    # the host slowed the measuring core (canary 1.35-1.42, its CPU share still 1.000) for runs
-    # of several networks in a row, longer than the 7.5 s that 4 attempts waited.
+    # 6 attempts with pauses doubling from disturbed_pause_s wait up to 31.5 s for a quiet
+    # window: on this VM the host slowed the measuring core (canary 1.35-1.42, its CPU share
+    # still 1.000) for runs of several networks in a row, longer than 4 fixed pauses waited.
     network_max_canary_ratio: float = 1.15
     network_max_remeasure: int = 6
-    # Pause before re-measuring a disturbed attempt, doubled at each further attempt
-    # (0.5, 1, 2, ... s): a short disturbance costs little, a long one is waited out.
+    network_pause_growth: float = 2.0
+    # Pause before re-measuring a disturbed attempt, multiplied by pause_growth at each further
+    # attempt. Op samples keep it fixed (growth 1): a sample still disturbed is left out of the
+    # fit and costs little, whereas waiting out a slow host for each of them would stall campaigns.
     disturbed_pause_s: float = 0.5
+    pause_growth: float = 1.0
     # Child-process limits for untrusted models.
     child_memory_bytes: int = 4 * 1024 * 1024 * 1024
     child_timeout_s: float = 120.0

@@ -135,10 +135,20 @@ def test_disturbed_attempts_wait_longer_each_time(
     pauses: list[float] = []
     monkeypatch.setattr("agent.runner._pause", pauses.append)
     strict = settings.model_copy(
-        update={"max_canary_ratio": 0.5, "max_remeasure": 3, "disturbed_pause_s": 0.01}
+        update={
+            "max_canary_ratio": 0.5,
+            "network_max_canary_ratio": 0.5,
+            "max_remeasure": 2,
+            "network_max_remeasure": 3,
+            "disturbed_pause_s": 0.01,
+        }
     )
-    assert measure_tflite(conv_model, settings=strict).attempts == 4
-    assert pauses == pytest.approx([0.01, 0.02, 0.04])
+    with MeasurementChild(strict) as measurer:
+        assert measurer.measure(conv_model).attempts == 3
+        assert pauses == pytest.approx([0.01, 0.01])  # op samples: a fixed pause
+        pauses.clear()
+        assert measurer.measure_network(conv_model).attempts == 4
+        assert pauses == pytest.approx([0.01, 0.02, 0.04])  # networks: doubling
 
 
 def test_networks_are_measured_with_the_stricter_limits(
