@@ -35,6 +35,12 @@ _RECURRENT = frozenset({"lstm", "gru"})
 # Output columns of the GEMMs an op runs, per unit of its tiled width: an LSTM step multiplies by
 # [x, h] -> 4 gates of ``units`` columns, a GRU step by 3 gates.
 _GEMM_WIDTH_FACTOR: dict[str, int] = {"lstm": 4, "gru": 3}
+# Ops that multiply one row at a time at batch 1 (GEMV), where a runtime may switch to a narrower
+# kernel when the last panel is at most half full: ``flops_halfpanel<t>`` is their FLOPs then
+# (0 otherwise), a leaf term with one coefficient instead of a leaf their few samples can't fill.
+# Measured for dense layers and LSTMs (bench/composition.py); GRU units 88-99 follow no such
+# pattern of their 3 * units gate width here, so GRU is left out.
+_GEMV_OPS = frozenset({"fully_connected", "lstm"})
 _BROADCAST_OPS = frozenset({"add", "mul", "sub"})
 # Largest depthwise kernel (taps = kh * kw) XNNPACK runs with a single-pass micro-kernel (5x5);
 # larger kernels run a multi-pass kernel measured ~8x slower per FLOP on this host.
@@ -106,6 +112,8 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = _TILED_WIDTH[op_type]
         names += [f"flops_{width}_tile{t}" for t in TILE_SIZES]
+    if variant == "tiled" and op_type in _GEMV_OPS:
+        names += [f"flops_halfpanel{t}" for t in TILE_SIZES]
     return names
 
 
@@ -215,6 +223,11 @@ def op_feature_vector(
         if op_type == "depthwise_conv2d":
             width *= int(config.get("multiplier", 1))
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
+    if variant == "tiled" and op_type in _GEMV_OPS:
+        width = gemm_width(op_type, config)
+        one_row = int(config.get("rows", 1)) == 1
+        flops = float(feats.get("flops", 0.0))
+        row += [flops if one_row and 0 < gemm_tail(width, t) <= t // 2 else 0.0 for t in TILE_SIZES]
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
             row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
