@@ -157,12 +157,18 @@ def output_pixels(config: Mapping[str, Any]) -> int:
     return h_out * w_out
 
 
-def gemm_width(op_type: str, config: Mapping[str, Any]) -> int:
-    """Output columns of the GEMM (or GEMV) ``op_type`` runs, the width its kernels tile."""
+def tiled_width(op_type: str, config: Mapping[str, Any]) -> int:
+    """The op's width that tiled FLOPs round up: ``_TILED_WIDTH``'s variable (x multiplier)."""
     width = int(config.get(_TILED_WIDTH[op_type], 0))
     if op_type == "depthwise_conv2d":
         width *= int(config.get("multiplier", 1))
-    return width * _GEMM_WIDTH_FACTOR.get(op_type, 1)
+    return width
+
+
+def gemm_width(op_type: str, config: Mapping[str, Any]) -> int:
+    """Output columns of the GEMM (or GEMV) ``op_type`` runs: its tiled width, times the gates of
+    a recurrent step."""
+    return tiled_width(op_type, config) * _GEMM_WIDTH_FACTOR.get(op_type, 1)
 
 
 def gemm_pad(width: int, tile: int) -> float:
@@ -218,23 +224,21 @@ def op_feature_vector(
             flops if int(config.get("multiplier", 1)) > 1 else 0.0,
         ]
     if variant == "tiled" and op_type in _TILED_WIDTH:
-        width_name = _TILED_WIDTH[op_type]
-        width = int(config.get(width_name, 0))
-        if op_type == "depthwise_conv2d":
-            width *= int(config.get("multiplier", 1))
+        width = tiled_width(op_type, config)
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
     if variant == "tiled" and op_type in _GEMV_OPS:
         width = gemm_width(op_type, config)
         one_row = int(config.get("rows", 1)) == 1
         flops = float(feats.get("flops", 0.0))
         row += [flops if one_row and 0 < gemm_tail(width, t) <= t // 2 else 0.0 for t in TILE_SIZES]
+    gemm = gemm_width(op_type, config) if op_type in _TILED_WIDTH else 0
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
             row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
         elif name.startswith("gemm_tail"):
-            row.append(float(gemm_tail(gemm_width(op_type, config), int(name[len("gemm_tail") :]))))
+            row.append(float(gemm_tail(gemm, int(name[len("gemm_tail") :]))))
         elif name.startswith("gemm_pad"):
-            row.append(gemm_pad(gemm_width(op_type, config), int(name[len("gemm_pad") :])))
+            row.append(gemm_pad(gemm, int(name[len("gemm_pad") :])))
         else:
             row.append(_code(name, config.get(name, 0)))
     return np.asarray(row, dtype=float)
@@ -409,7 +413,7 @@ class DeviceTimeModel:
         tree = self.trees.get(op_type)
         if tree is not None:
             try:
-                row = op_feature_vector(op_type, config, feats, self.variant)
+                row = _fitted_columns(tree, op_type, self.variant, config, feats)
                 return max(float(tree.predict(row[None, :])[0]), 0.0), False
             except (KeyError, ValueError, TypeError):
                 pass
@@ -517,6 +521,25 @@ class DeviceTimeModel:
             data.get("cache_bytes"),
             data.get("dram_ms_per_param_byte"),
         )
+
+
+def _fitted_columns(
+    tree: TreeLinearRegressor,
+    op_type: str,
+    variant: str,
+    config: Mapping[str, Any],
+    features: Mapping[str, float] | None,
+) -> np.ndarray:
+    """The op's row in the columns ``tree`` was fitted on. A version fitted before this code added
+    columns keeps predicting with the ones it knows (a column this code no longer computes raises
+    KeyError, and the op falls back)."""
+    row = op_feature_vector(op_type, config, features, variant)
+    fitted = tree.feature_names
+    current = feature_names(op_type, variant)
+    if fitted is None or list(fitted) == current:
+        return row
+    position = {name: i for i, name in enumerate(current)}
+    return row[[position[name] for name in fitted]]
 
 
 def _fused_indices(ops: Sequence[OpInstance]) -> dict[int, str]:

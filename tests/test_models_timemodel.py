@@ -317,3 +317,17 @@ def test_tree_learns_a_half_empty_last_panel():
     assert metrics["per_op_type"]["fully_connected"]["cv_mape"] < 0.05
     _, paper = fit_device_model(samples, variant="paper", cv=3)
     assert paper["per_op_type"]["fully_connected"]["cv_mape"] > 0.1
+
+
+def test_a_version_fitted_before_new_columns_still_predicts(samples, monkeypatch):
+    # A model version stored by older code (here: before conv2d had output_pixels) must keep
+    # predicting with its own columns after an upgrade, not fall back.
+    config = {"h": 28, "w": 28, "cin": 32, "cout": 48, "kh": 3, "kw": 3, "stride": 1}
+    with monkeypatch.context() as patch:
+        patch.setattr("models.timemodel._PER_PIXEL_OPS", frozenset())
+        old, _ = fit_device_model(samples, cv=2)
+        assert "output_pixels" not in old.trees["conv2d"].feature_names
+        before = old.predict_op("conv2d", config)
+    stored = DeviceTimeModel.from_dict(json.loads(json.dumps(old.to_dict())))
+    assert stored.predict_op("conv2d", config) == pytest.approx(before)
+    assert stored.predict_op("conv2d", config)[1] is False
