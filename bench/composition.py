@@ -25,6 +25,7 @@ from agent.builder import build_op_model
 from agent.runner import MeasurementChild
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
+from models.opspace import FLOAT32_BYTES
 from models.timemodel import gemm_tail
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -33,8 +34,9 @@ PANEL_CIN = 700
 PANEL_COUTS = range(688, 721)
 LSTM_UNITS = range(88, 100)
 LSTM_BASE = {"seq_len": 8, "cin": 32, "return_sequences": 0}
-# A 1x1 conv chain alternating cin -> 3*... widths like MobileNetV2's expand/project pairs, on a
-# small map (weight-heavy) and the same chain with few weights, 5 pairs each.
+# Chains of 1x1 convs alternating narrow -> wide -> narrow widths like MobileNetV2's
+# expand/project pairs, CHAIN_PAIRS pairs each: on a 3x3 map with 12.3 MB of weights (beyond the
+# cache), and on larger maps with 1.0 and 0.2 MB.
 CHAINS: tuple[tuple[int, tuple[int, int]], ...] = ((3, (320, 960)), (6, (64, 384)), (12, (32, 192)))
 CHAIN_PAIRS = 5
 # Time per weight at least this much above the window's fastest counts as the slow kernel
@@ -88,12 +90,12 @@ def streaming(child: MeasurementChild) -> list[dict[str, Any]]:
     for hw, (narrow, wide) in CHAINS:
         widths = [narrow] + [wide, narrow] * CHAIN_PAIRS
         chain_ms = child.measure(_conv_chain(hw, widths)).median_ms
-        alone_ms = overhead_ms
+        alone_ms, weight_bytes = overhead_ms, 0
         for cin, cout in itertools.pairwise(widths):
+            weight_bytes += FLOAT32_BYTES * cin * cout
             config = {"h": hw, "w": hw, "cin": cin, "cout": cout, "kh": 1, "kw": 1, "stride": 1,
                       "padding": "same", "activation": "none"}  # fmt: skip
             alone_ms += child.measure(build_op_model("conv2d", config)).median_ms - overhead_ms
-        weight_bytes = 4 * sum(a * b for a, b in itertools.pairwise(widths))
         rows.append(
             {
                 "hw": hw,

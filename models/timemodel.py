@@ -226,12 +226,11 @@ def op_feature_vector(
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = tiled_width(op_type, config)
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
+    gemm = gemm_width(op_type, config) if op_type in _TILED_WIDTH else 0
     if variant == "tiled" and op_type in _GEMV_OPS:
-        width = gemm_width(op_type, config)
         one_row = int(config.get("rows", 1)) == 1
         flops = float(feats.get("flops", 0.0))
-        row += [flops if one_row and 0 < gemm_tail(width, t) <= t // 2 else 0.0 for t in TILE_SIZES]
-    gemm = gemm_width(op_type, config) if op_type in _TILED_WIDTH else 0
+        row += [flops if one_row and 0 < gemm_tail(gemm, t) <= t // 2 else 0.0 for t in TILE_SIZES]
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
             row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
