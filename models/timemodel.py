@@ -49,6 +49,21 @@ _DW_UNIPASS_TAPS = 25
 # on 96x96 costs ~48 ns per output pixel for any cin from 1 to 7 and 15 ns at cin = 8 (cin not a
 # multiple of 8 runs a per-pixel path); ``output_pixels`` (h_out * w_out) lets a leaf price it.
 _PER_PIXEL_OPS = frozenset({"depthwise_conv2d", "conv2d"})
+# Output channels of one XNNPACK f32 GEMM/IGEMM micro-kernel call on x86 AVX2/FMA3 (nr = 16; the
+# 5x16 and 1x16 kernels). A convolution's inner loop runs once per output pixel, kernel tap and
+# 16-channel panel whatever cin is, so convs with few input channels cost more than their FLOPs
+# say (a 7x7 conv with cin = 3 runs at a third of the FLOP rate of cin = 64). Panels of 8 and 32
+# channels were tried: conv2d CV MAPE 6.5% and 6.3% against 5.6% with 16 (2500 samples).
+_CONV_PANEL_CHANNELS = 16
+# XNNPACK f32 depthwise micro-kernels on x86 FMA3: (taps, channel tile) of its single-pass kernels
+# (3p16c, 4p16c, 9p16c, 25p8c). A kernel with fewer taps runs the next larger one (a 1x5 kernel
+# pays for 9 taps), and channels are processed a whole tile at a time. Kernels over 25 taps run
+# multi-pass (``flops_multipass``) and are counted by their own taps, 8 channels at a time.
+_DW_TAP_TILES: tuple[tuple[int, int], ...] = ((3, 16), (4, 16), (9, 16), (25, 8))
+_DW_MULTIPASS_CHANNELS = 8
+# XNNPACK's IGEMM and depthwise kernels read their input through an indirection buffer: one
+# pointer per output pixel and kernel tap, part of what the op keeps in cache.
+_POINTER_BYTES = 8
 # Cost features whose sum is the bytes an op touches (its cache footprint).
 _WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 # Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
@@ -98,6 +113,8 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     ``flops_grouped`` (FLOPs when ``multiplier > 1``): XNNPACK runs both with other, much slower
     kernels (measured 6-8x the ms per FLOP of 3x3), and as leaf terms they need one coefficient
     each instead of a leaf of their own, which their few samples cannot fill.
+    Convolutions (tiled) add ``output_pixels`` and ``tap_steps`` (:func:`tap_steps`): costs per
+    output position and per micro-kernel step that FLOPs do not count.
     """
     _check_variant(variant)
     names = list(COST_FEATURES)
@@ -106,7 +123,7 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     if op_type in _BROADCAST_OPS:
         names.append("broadcast_rows")
     if variant == "tiled" and op_type in _PER_PIXEL_OPS:
-        names.append("output_pixels")
+        names += ["output_pixels", "tap_steps"]
     if variant == "tiled" and op_type == "depthwise_conv2d":
         names += ["flops_multipass", "flops_grouped"]
     if variant == "tiled" and op_type in _TILED_WIDTH:
@@ -123,6 +140,9 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     The tiled variant may also split on ``working_set_bytes`` (input + output + parameter bytes):
     whether an op's tensors fit in a cache level changes its time per byte, and no single
     configuration variable says that (a 2048x2048 dense layer misses an 8 MiB L3, 1024x2048 not).
+    Convolutions may also split on ``footprint_bytes``: the working set plus their indirection
+    buffer (:func:`indirection_bytes`), 3.6 MB for a 3x3 kernel on 224x224, which decides whether
+    a large depthwise layer stays in the L3 (measured 2.5-3x slower per FLOP when it does not).
 
     Ops with a tiled width also get ``gemm_tail{t}``: how many of the ``t`` columns of the last
     ``t``-wide panel of their GEMM output are used, ``(width - 1) mod t + 1`` (width = ``cout``;
@@ -138,10 +158,37 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     names = [v.name for v in space] if space is not None else []
     if variant == "tiled" and names:
         names.append("working_set_bytes")
+        if op_type in _PER_PIXEL_OPS:
+            names.append("footprint_bytes")
         if op_type in _TILED_WIDTH:
             names += [f"gemm_tail{t}" for t in TILE_SIZES]
             names += [f"gemm_pad{t}" for t in TILE_SIZES]
     return names
+
+
+def tap_steps(op_type: str, config: Mapping[str, Any]) -> int:
+    """Inner-loop steps of a convolution's micro-kernel: output pixels x kernel taps x channel
+    panels (conv2d: ``cout`` in panels of 16; depthwise: taps and ``cin * multiplier`` rounded up to
+    the kernel that runs them, see ``_DW_TAP_TILES``). A leaf term: each step has a fixed cost
+    apart from its FLOPs, which dominates when ``cin`` (conv2d) or the taps (depthwise) are few.
+    """
+    taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
+    if op_type == "conv2d":
+        panels = -(-int(config.get("cout", 0)) // _CONV_PANEL_CHANNELS)
+        return output_pixels(config) * taps * panels
+    channels = int(config.get("cin", 0)) * int(config.get("multiplier", 1))
+    kernel_taps, tile = taps, _DW_MULTIPASS_CHANNELS
+    for tile_taps, tile_channels in _DW_TAP_TILES:
+        if taps <= tile_taps:
+            kernel_taps, tile = tile_taps, tile_channels
+            break
+    return output_pixels(config) * kernel_taps * -(-channels // tile)
+
+
+def indirection_bytes(config: Mapping[str, Any]) -> int:
+    """Bytes of a convolution's indirection buffer: one pointer per output pixel and tap."""
+    taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
+    return output_pixels(config) * taps * _POINTER_BYTES
 
 
 def output_pixels(config: Mapping[str, Any]) -> int:
@@ -215,7 +262,7 @@ def op_feature_vector(
         broadcast = int(config.get("broadcast", 0))
         row.append(float(broadcast * int(config.get("h", 0)) * int(config.get("w", 0))))
     if variant == "tiled" and op_type in _PER_PIXEL_OPS:
-        row.append(float(output_pixels(config)))
+        row += [float(output_pixels(config)), float(tap_steps(op_type, config))]
     if variant == "tiled" and op_type == "depthwise_conv2d":
         flops = float(feats.get("flops", 0.0))
         taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
@@ -234,6 +281,9 @@ def op_feature_vector(
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
             row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
+        elif name == "footprint_bytes":
+            working_set = sum(float(feats.get(k, 0.0)) for k in _WORKING_SET)
+            row.append(working_set + indirection_bytes(config))
         elif name.startswith("gemm_tail"):
             row.append(float(gemm_tail(gemm, int(name[len("gemm_tail") :]))))
         elif name.startswith("gemm_pad"):

@@ -22,6 +22,7 @@ from models.timemodel import (
     op_feature_vector,
     quiet_samples,
     robust_weights,
+    tap_steps,
 )
 
 OVERHEAD_MS = 0.02
@@ -291,6 +292,51 @@ def test_output_pixels_feature():
     assert op_feature_vector("depthwise_conv2d", config)[col["output_pixels"]] == 8 * 8
     valid = {**config, "padding": "valid"}
     assert op_feature_vector("depthwise_conv2d", valid)[col["output_pixels"]] == 7 * 7
+
+
+def test_tap_steps_and_footprint_features():
+    conv = {"h": 8, "w": 8, "cin": 3, "cout": 17, "kh": 3, "kw": 3, "stride": 1}
+    col = {n: i for i, n in enumerate(feature_names("conv2d"))}
+    row = op_feature_vector("conv2d", conv)
+    assert row[col["tap_steps"]] == 8 * 8 * 9 * 2  # 17 output channels: two 16-wide panels
+    working_set = sum(row[col[k]] for k in ("input_bytes", "output_bytes", "param_bytes"))
+    assert row[col["footprint_bytes"]] == working_set + 8 * 8 * 9 * 8  # + a pointer per tap
+    assert row[col["working_set_bytes"]] == working_set
+    dw = {n: i for i, n in enumerate(feature_names("depthwise_conv2d"))}
+
+    def dw_steps(**config: int) -> float:
+        base = {"h": 1, "w": 16, "cin": 20, "multiplier": 1, "kh": 1, "kw": 5, "stride": 1}
+        return float(op_feature_vector("depthwise_conv2d", {**base, **config})[dw["tap_steps"]])
+
+    assert dw_steps() == 16 * 9 * 2  # 5 taps run the 9-tap kernel, 20 channels two 16-tiles
+    assert dw_steps(kw=3) == 16 * 3 * 2
+    assert dw_steps(h=5, kh=5, cin=9) == 5 * 16 * 25 * 2  # the 25-tap kernel takes 8 channels
+    assert dw_steps(h=7, kh=7, kw=7, cin=9, multiplier=2) == 7 * 16 * 49 * 3  # multi-pass
+    for name in ("tap_steps", "footprint_bytes"):
+        assert name not in feature_names("conv2d", "paper")
+
+
+def test_tree_learns_a_cost_per_kernel_step():
+    # Convolutions with few input channels cost per micro-kernel step (pixel x tap x 16-channel
+    # panel) beyond their FLOPs, as on this host; the tiled model prices it with tap_steps.
+    rng = np.random.default_rng(5)
+    samples = []
+    for _ in range(240):
+        size = int(rng.integers(8, 64))
+        config = {
+            "h": size, "w": size, "kh": 3, "kw": 3, "stride": 1, "padding": "same",
+            "cin": int(rng.choice([1, 2, 3, 4, 8, 16, 32, 64, 128])),
+            "cout": int(rng.integers(8, 160)), "activation": "none",
+        }  # fmt: skip
+        ms = OVERHEAD_MS + 0.03e-6 * cost_features("conv2d", config)["flops"]
+        ms += 2e-6 * tap_steps("conv2d", config)
+        samples.append({"op_type": "conv2d", "config": config,
+                        "latency": {"median_ms": ms * rng.normal(1.0, 0.01)}})  # fmt: skip
+    samples += [{"op_type": "invoke_overhead", "config": {}, "latency": {"median_ms": OVERHEAD_MS}}]
+    _, tiled = fit_device_model(samples, cv=3)
+    _, paper = fit_device_model(samples, variant="paper", cv=3)
+    assert tiled["per_op_type"]["conv2d"]["cv_mape"] < 0.03
+    assert tiled["per_op_type"]["conv2d"]["cv_mape"] < paper["per_op_type"]["conv2d"]["cv_mape"]
 
 
 def test_tree_learns_a_half_empty_last_panel():
