@@ -4,7 +4,9 @@ The protocol (DESIGN.md, "Measurement protocol"): ``warmup_runs`` untimed invoke
 invokes until both ``min_runs`` and ``min_time_s`` are reached; the label is the median, with
 p10/p90/std beside it. A sample whose spread ``(p90 - p10) / median`` exceeds ``max_spread`` is
 measured again, up to ``max_remeasure`` more times; then the attempt with the smallest spread is
-kept and flagged ``spread_ok=False``.
+kept and flagged ``spread_ok=False``. A sample may ask for several good
+(quiet, within the spread) attempts, ``min_good_attempts``: network benchmark jobs take 3 and keep
+the median one, so that one attempt timed during a short slow spell of the host is not the label.
 
 Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs`` invokes
 in the same child. Its median over the lowest median the child has seen is the attempt's
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -278,6 +280,7 @@ class MeasurementChild:
                 "max_canary_ratio": self.settings.network_max_canary_ratio,
                 "max_remeasure": self.settings.network_max_remeasure,
                 "pause_growth": self.settings.network_pause_growth,
+                "min_good_attempts": self.settings.network_min_good_attempts,
             }
         )
         saved, self.settings = self.settings, strict
@@ -307,16 +310,16 @@ class MeasurementChild:
             raise error
         attempts = [self._collect()]
         while len(attempts) <= self.settings.max_remeasure:
-            last = attempts[-1]
-            if last.spread_ok and last.quiet:
+            if len(_good(attempts)) >= self.settings.min_good_attempts:
                 break
+            last = attempts[-1]
             if not last.quiet:
                 # Let the disturbance pass; a long one gets a longer wait at each attempt.
                 growth = self.settings.pause_growth ** (len(attempts) - 1)
                 _pause(self.settings.disturbed_pause_s * growth)
             self._send(model)
             attempts.append(self._collect())
-        return dataclasses.replace(min(attempts, key=_preference), attempts=len(attempts))
+        return dataclasses.replace(_kept(attempts), attempts=len(attempts))
 
     # ------------------------------------------------------------------ wire protocol
 
@@ -440,6 +443,20 @@ class MeasurementChild:
 def _pause(seconds: float) -> None:
     """Wait before re-measuring a disturbed attempt (its own function so tests can watch it)."""
     time.sleep(seconds)
+
+
+def _good(attempts: Sequence[LatencyStats]) -> list[LatencyStats]:
+    """The attempts that were quiet and within the spread limit."""
+    return [a for a in attempts if a.quiet and a.spread_ok]
+
+
+def _kept(attempts: Sequence[LatencyStats]) -> LatencyStats:
+    """The attempt a sample keeps: the median of its good attempts (the lower one of an even
+    count) when it has two or more, else the best by :func:`_preference`."""
+    good = sorted(_good(attempts), key=lambda a: a.median_ms)
+    if len(good) >= 2:
+        return good[(len(good) - 1) // 2]
+    return min(attempts, key=_preference)
 
 
 def _preference(stats: LatencyStats) -> tuple[bool, bool, float]:

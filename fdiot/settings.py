@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     network_max_canary_ratio: float = 1.15
     network_max_remeasure: int = 6
     network_pause_growth: float = 2.0
+    # Good (quiet, within the spread limit) attempts a sample needs; with more than one the label
+    # is the median attempt. Networks take 3: single attempts ran 10-20% slow in bursts while the
+    # canary stayed quiet (gru_32x3_seq100: 3.92 ms in one benchmark run, 3.20 ms in each of the
+    # 3 rounds of bench/repeatability.py an hour later), and a median of 3 ignores one of them.
+    min_good_attempts: int = Field(default=1, ge=1)
+    network_min_good_attempts: int = Field(default=3, ge=1)
     # Pause before re-measuring a disturbed attempt, multiplied by pause_growth at each further
     # attempt. Op samples keep it fixed (growth 1): a sample still disturbed is left out of the
     # fit and costs little, whereas waiting out a slow host for each of them would stall campaigns.

@@ -352,7 +352,7 @@ def make_regressor(
         split_features=splits or None,
         feature_names=list(names),
         max_depth=6,
-        min_samples_leaf=8,
+        min_samples_leaf=16,
         min_gain=0.005,
         cv=cv,
         # Relative error is weighted through sample_weight (see fit_weights), not on op time.

@@ -79,7 +79,11 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     max_thresholds : int, default=48
         Interval thresholds tried per feature and node (quantiles of the distinct values).
     cv : int, CV splitter or iterable of (train, test) index arrays, default=5
-        Cross-validation that chooses the pruning strength; 0 or 1 disables pruning.
+        Cross-validation that chooses the pruning strength; 0 or 1 disables pruning. Held-out
+        rows are scored by weighted absolute error, ``sqrt(w) * |prediction - y|`` (with relative
+        weights ``1 / y**2``: the absolute percentage error), not by the squared error the leaves
+        minimise: one wild out-of-fold prediction of a small leaf would otherwise outweigh
+        hundreds of good ones and prune a useful tree to its root.
     relative : bool, default=True
         Minimise squared *relative* error (row weights ``1 / y**2``) instead of absolute error.
     random_state : int, RandomState instance or None, default=None
@@ -314,7 +318,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             tree = self._grow(X[train], y[train], w[train])
             for i, alpha in enumerate(_ALPHA_GRID):
                 pred = _predict(_prune(tree, alpha * tree["error"]), X[test], self.cost_indices_)
-                errors[i] += float(np.sum(w[test] * (pred - y[test]) ** 2))
+                errors[i] += float(np.sum(np.sqrt(w[test]) * np.abs(pred - y[test])))
         # Among equally good strengths prefer the strongest pruning (the smaller tree).
         best = float(np.min(errors))
         tolerance = 1e-9 * max(best, 1e-300)
