@@ -68,6 +68,8 @@ _POINTER_BYTES = 8
 _WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 # Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
 MIN_OP_MS = 1e-4
+# Smallest leaf of a tree (a leaf also has more rows than coefficients: see make_regressor).
+MIN_SAMPLES_LEAF = 8
 # An op type needs this many samples for its own tree; fewer are predicted by the fallback.
 MIN_SAMPLES_FOR_TREE = 12
 # Ops that only change the tensor's view: XNNPACK aliases their buffers (no copy, no kernel).
@@ -352,7 +354,8 @@ def make_regressor(
         split_features=splits or None,
         feature_names=list(names),
         max_depth=6,
-        min_samples_leaf=16,
+        # More rows than the leaf's coefficients (cost columns + intercept), and at least 8.
+        min_samples_leaf=max(MIN_SAMPLES_LEAF, len(costs) + 2),
         min_gain=0.005,
         cv=cv,
         # Relative error is weighted through sample_weight (see fit_weights), not on op time.
