@@ -15,6 +15,12 @@ Offline (``--offline``): the same steps without the farm: op samples planned lik
 Both print one table (measured ms, our prediction, error, and each baseline's error), a summary
 (MAPE, share within +-5% / +-10%, per-op-type CV MAPE, samples and device minutes used), and write
 ``bench/results/accuracy.json``. Every figure is as measured.
+
+Each run's network latencies are also appended to ``bench/results/network_history.json`` (keyed by
+the device and each network's .tflite SHA-256). On this VM the same network measures up to 10-35%
+apart in runs an hour apart with a quiet canary, so besides the error against this run's
+measurement the summary gives ``ours_vs_median_of_runs``: the error against the median of every
+recorded run of the same file on the same device (``--no-history`` skips both).
 """
 
 from __future__ import annotations
@@ -197,6 +203,47 @@ def _network_result(
     return result
 
 
+def record_history(
+    path: Path,
+    device: str,
+    finished_at: str,
+    results: Sequence[NetworkResult],
+    model_version: int | None = None,
+) -> dict[str, list[float]]:
+    """Append this run's measured latencies to the history at ``path``; return, per network,
+    every recorded latency (ms) of the same file (SHA-256) on ``device``, this run included."""
+    history: list[JSON] = json.loads(path.read_text()) if path.exists() else []
+    shas = {r.name: zoo.sha256(zoo.build_tflite(r.name)) for r in results}
+    history.append(
+        {
+            "device": device,
+            "finished_at": finished_at,
+            "model_version": model_version,
+            "networks": {
+                r.name: {"sha256": shas[r.name], "measured_ms": r.measured_ms} for r in results
+            },
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history, indent=1) + "\n")
+    runs: dict[str, list[float]] = {r.name: [] for r in results}
+    for entry in history:
+        if entry.get("device") != device:
+            continue
+        for name, measured in entry.get("networks", {}).items():
+            if name in runs and measured.get("sha256") == shas[name]:
+                runs[name].append(float(measured["measured_ms"]))
+    return runs
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
 def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}"
 
@@ -205,8 +252,17 @@ def _fmt_share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
-    """Print the network table and the summary; write everything to ``out_json``."""
+def report(
+    results: Sequence[NetworkResult],
+    run: JSON,
+    out_json: Path,
+    history: Mapping[str, Sequence[float]] | None = None,
+) -> JSON:
+    """Print the network table and the summary; write everything to ``out_json``.
+
+    ``history``: every recorded latency (ms) of each network on this device (see
+    :func:`record_history`); adds the summary row against their median.
+    """
     baseline_names = sorted({n for r in results for n in r.baselines_ms})
     table = Table(title=f"Network latency: measured vs predicted ({run['mode']})")
     table.add_column("network")
@@ -242,6 +298,13 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
     quiet = [r for r in results if r.measurement.get("quiet", True) is not False]
     if len(quiet) < len(results):
         summaries["ours_quiet_only"] = error_summary([r.error_pct for r in quiet])
+    pooled_ms: dict[str, float] = {}
+    if history and all(history.get(r.name) for r in results):
+        pooled_ms = {r.name: _median(history[r.name]) for r in results}
+        summaries["ours_vs_median_of_runs"] = {
+            **error_summary([_error_pct(r.predicted_ms, pooled_ms[r.name]) for r in results]),
+            "runs_per_network": min(len(history[r.name]) for r in results),
+        }
     summary_table = Table(title="Summary over networks")
     for column in ("predictor", "MAPE %", "within 5%", "within 10%", "max err %", "networks"):
         summary_table.add_column(column, justify="right")
@@ -282,7 +345,13 @@ def report(results: Sequence[NetworkResult], run: JSON, out_json: Path) -> JSON:
         "run": run,
         "summary": summaries,
         "networks": [
-            {**asdict(r), "error_pct": r.error_pct, "holdout": zoo.NETWORKS[r.name].holdout}
+            {
+                **asdict(r),
+                "error_pct": r.error_pct,
+                "holdout": zoo.NETWORKS[r.name].holdout,
+                "median_of_runs_ms": pooled_ms.get(r.name),
+                "runs_ms": list(history.get(r.name, [])) if history else [],
+            }
             for r in results
         ],
     }
@@ -741,6 +810,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--networks", nargs="*", default=None, help="zoo networks (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
     parser.add_argument(
+        "--history",
+        type=Path,
+        default=RESULTS_DIR / "network_history.json",
+        help="network latencies of every run, appended to (see the module docstring)",
+    )
+    parser.add_argument("--no-history", action="store_true", help="neither record nor compare")
+    parser.add_argument(
         "--samples-cache",
         type=Path,
         default=None,
@@ -773,7 +849,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run["environment"] = _environment()
     run["finished_at"] = datetime.now(UTC).isoformat()
     run["zoo_version"] = zoo.ZOO_VERSION
-    report(results, run, args.out)
+    history = None
+    if not args.no_history:
+        device = str((run.get("device") or {}).get("name") or run["environment"]["host"])
+        history = record_history(
+            args.history, device, run["finished_at"], results, run.get("model_version")
+        )
+    report(results, run, args.out, history)
     return 0
 
 
