@@ -118,3 +118,30 @@ def test_zero_weight_rows_are_ignored():
     b = TreeLinearRegressor(cost_features=[0], split_features=[1], cv=0).fit(X[5:], y[5:])
     np.testing.assert_allclose(a.predict(X), b.predict(X))
     assert a.n_features_in_ == 2
+
+
+def test_one_wild_held_out_row_does_not_prune_a_good_tree(monkeypatch):
+    # A two-leaf tree (t = x | t = 3x) fits 200 held-out rows exactly; its root (t = 2x) is off by
+    # 100% or 33% on each. One held-out row has a corrupt label (x / 100): the tree is off by
+    # 29900% there, the root by 19900%. Scored by squared relative error that one row decides
+    # for the root; by absolute percentage error (what the fitter uses) the 200 rows win.
+    def leaf(slope: float, error: float) -> dict:
+        return {"n": 100, "coef": [slope], "intercept": 0.0, "error": error}
+
+    tree = {
+        **leaf(2.0, 1.0),
+        "split": {"feature": 1, "kind": "le", "value": 0.5},
+        "left": leaf(1.0, 0.45),  # errors such that pruning strengths >= 0.1 keep only the root
+        "right": leaf(3.0, 0.45),
+    }
+    monkeypatch.setattr(TreeLinearRegressor, "_grow", lambda self, X, y, w: tree)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 10.0, 201)
+    regime = np.r_[np.zeros(100), np.ones(101)]
+    y = np.where(regime == 0, x, 3.0 * x)
+    y[-1] = x[-1] / 100.0
+    X = np.c_[x, regime]
+    everything = np.arange(len(y))
+    est = TreeLinearRegressor(cost_features=[0], split_features=[1], cv=[(everything, everything)])
+    est.fit(X, y)
+    assert est.n_leaves_ == 2 and est.alpha_ < 0.1
