@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -208,12 +209,13 @@ def record_history(
     device: str,
     finished_at: str,
     results: Sequence[NetworkResult],
+    shas: Mapping[str, str],
     model_version: int | None = None,
 ) -> dict[str, list[float]]:
     """Append this run's measured latencies to the history at ``path``; return, per network,
-    every recorded latency (ms) of the same file (SHA-256) on ``device``, this run included."""
+    every recorded latency (ms) of the same file (``shas``: SHA-256 per network) on ``device``,
+    this run included."""
     history: list[JSON] = json.loads(path.read_text()) if path.exists() else []
-    shas = {r.name: zoo.sha256(zoo.build_tflite(r.name)) for r in results}
     history.append(
         {
             "device": device,
@@ -234,14 +236,6 @@ def record_history(
             if name in runs and measured.get("sha256") == shas[name]:
                 runs[name].append(float(measured["measured_ms"]))
     return runs
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2.0
 
 
 def _fmt_pct(value: float | None) -> str:
@@ -300,7 +294,7 @@ def report(
         summaries["ours_quiet_only"] = error_summary([r.error_pct for r in quiet])
     pooled_ms: dict[str, float] = {}
     if history and all(history.get(r.name) for r in results):
-        pooled_ms = {r.name: _median(history[r.name]) for r in results}
+        pooled_ms = {r.name: statistics.median(history[r.name]) for r in results}
         summaries["ours_vs_median_of_runs"] = {
             **error_summary([_error_pct(r.predicted_ms, pooled_ms[r.name]) for r in results]),
             "runs_per_network": min(len(history[r.name]) for r in results),
@@ -833,8 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]unknown networks: {unknown}; known: {list(zoo.NETWORKS)}")
         return 2
     console.print(f"building {len(names)} zoo networks (cached under {zoo.cache_dir()})")
-    for name in names:
-        zoo.build_tflite(name)
+    shas = {name: zoo.sha256(zoo.build_tflite(name)) for name in names}
     farm: subprocess.Popen[bytes] | None = None
     try:
         if args.offline:
@@ -853,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_history:
         device = str((run.get("device") or {}).get("name") or run["environment"]["host"])
         history = record_history(
-            args.history, device, run["finished_at"], results, run.get("model_version")
+            args.history, device, run["finished_at"], results, shas, run.get("model_version")
         )
     report(results, run, args.out, history)
     return 0

@@ -280,11 +280,11 @@ def op_feature_vector(
         one_row = int(config.get("rows", 1)) == 1
         flops = float(feats.get("flops", 0.0))
         row += [flops if one_row and 0 < gemm_tail(gemm, t) <= t // 2 else 0.0 for t in TILE_SIZES]
+    working_set = sum(float(feats.get(k, 0.0)) for k in _WORKING_SET)
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
-            row.append(sum(float(feats.get(k, 0.0)) for k in _WORKING_SET))
+            row.append(working_set)
         elif name == "footprint_bytes":
-            working_set = sum(float(feats.get(k, 0.0)) for k in _WORKING_SET)
             row.append(working_set + indirection_bytes(config))
         elif name.startswith("gemm_tail"):
             row.append(float(gemm_tail(gemm, int(name[len("gemm_tail") :]))))
