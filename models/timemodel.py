@@ -42,9 +42,6 @@ _GEMM_WIDTH_FACTOR: dict[str, int] = {"lstm": 4, "gru": 3}
 # pattern of their 3 * units gate width here, so GRU is left out.
 _GEMV_OPS = frozenset({"fully_connected", "lstm"})
 _BROADCAST_OPS = frozenset({"add", "mul", "sub"})
-# Largest depthwise kernel (taps = kh * kw) XNNPACK runs with a single-pass micro-kernel (5x5);
-# larger kernels run a multi-pass kernel measured ~8x slower per FLOP on this host.
-_DW_UNIPASS_TAPS = 25
 # Ops with a cost per output position apart from their channels: on this host a depthwise 3x3
 # on 96x96 costs ~48 ns per output pixel for any cin from 1 to 7 and 15 ns at cin = 8 (cin not a
 # multiple of 8 runs a per-pixel path); ``output_pixels`` (h_out * w_out) lets a leaf price it.
@@ -60,6 +57,9 @@ _CONV_PANEL_CHANNELS = 16
 # pays for 9 taps), and channels are processed a whole tile at a time. Kernels over 25 taps run
 # multi-pass (``flops_multipass``) and are counted by their own taps, 8 channels at a time.
 _DW_TAP_TILES: tuple[tuple[int, int], ...] = ((3, 16), (4, 16), (9, 16), (25, 8))
+# Largest depthwise kernel (taps = kh * kw) run by a single-pass micro-kernel (5x5); larger kernels
+# run a multi-pass kernel measured ~8x slower per FLOP on this host.
+_DW_UNIPASS_TAPS = _DW_TAP_TILES[-1][0]
 _DW_MULTIPASS_CHANNELS = 8
 # XNNPACK's IGEMM and depthwise kernels read their input through an indirection buffer: one
 # pointer per output pixel and kernel tap, part of what the op keeps in cache.
