@@ -230,9 +230,14 @@ def test_depthwise_regime_features():
     plain = op_feature_vector("depthwise_conv2d", base)
     big = op_feature_vector("depthwise_conv2d", {**base, "kh": 7, "kw": 7})
     grouped = op_feature_vector("depthwise_conv2d", {**base, "multiplier": 2})
-    assert plain[col["flops_multipass"]] == 0 and plain[col["flops_grouped"]] == 0
-    assert big[col["flops_multipass"]] == big[col["flops"]] > 0 and big[col["flops_grouped"]] == 0
-    assert grouped[col["flops_grouped"]] == grouped[col["flops"]] > 0
+    assert plain[col["flops_multipass"]] == 0 and plain[col["grouped_steps"]] == 0
+    assert big[col["flops_multipass"]] == big[col["flops"]] > 0 and big[col["grouped_steps"]] == 0
+    # A multiplier runs as a grouped IGEMM: one step per output pixel, tap and input channel
+    # (the multiplier padded to one 16-wide panel), and no depthwise tap_steps.
+    assert grouped[col["grouped_steps"]] == 14 * 14 * 9 * 32
+    assert grouped[col["tap_steps"]] == 0 and plain[col["tap_steps"]] > 0
+    wide = op_feature_vector("depthwise_conv2d", {**base, "multiplier": 17})
+    assert wide[col["grouped_steps"]] == 2 * grouped[col["grouped_steps"]]
     assert "flops_multipass" not in feature_names("depthwise_conv2d", "paper")
 
 
@@ -311,7 +316,7 @@ def test_tap_steps_and_footprint_features():
     assert dw_steps() == 16 * 9 * 2  # 5 taps run the 9-tap kernel, 20 channels two 16-tiles
     assert dw_steps(kw=3) == 16 * 3 * 2
     assert dw_steps(h=5, kh=5, cin=9) == 5 * 16 * 25 * 2  # the 25-tap kernel takes 8 channels
-    assert dw_steps(h=7, kh=7, kw=7, cin=9, multiplier=2) == 7 * 16 * 49 * 3  # multi-pass
+    assert dw_steps(h=7, kh=7, kw=7, cin=18) == 7 * 16 * 49 * 3  # multi-pass, 8 channels
     for name in ("tap_steps", "footprint_bytes"):
         assert name not in feature_names("conv2d", "paper")
 
