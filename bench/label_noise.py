@@ -1,0 +1,200 @@
+"""How repeatable the op samples a model is fitted on are: the floor under its CV MAPE.
+
+A model's cross-validated MAPE compares its predictions with labels measured once, at campaign
+time. Re-measuring a random subset of a device's stored samples now, with the same protocol
+(:class:`agent.runner.MeasurementChild`), shows how far a label moves on its own:
+
+- ``shift``: the median of re-measured / stored, the host's speed now against campaign time;
+- ``re_mape``: mean ``|ratio / shift - 1|``, how far one label moves once that shift is removed;
+- ``label_noise``: ``re_mape / sqrt(2)``, the noise of one measurement if the stored and the new
+  one are independent and equally noisy (for normal errors ``E|X - Y| = sqrt(2) E|X|``). A model
+  that predicted every op's true time exactly would still show about this CV MAPE.
+
+Each op type is also split into quartiles of its working set (input + output + parameter bytes):
+ops whose tensors fit the caches re-measure far closer than those that spill them.
+
+Reads the samples from the farm's PostgreSQL (``--start`` runs ``fdiot up`` for the run; leave no
+campaign running, as the agent measures on the same reserved core). Prints a table and writes
+``bench/results/label_noise.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.builder import build_op_model
+from agent.runner import MeasurementChild
+from bench.accuracy import _start_farm, _stop_farm, fetch_samples
+from fdiot.processes import reserve_measurement_core
+from fdiot.settings import get_settings
+from models.timemodel import quiet_samples, sample_latency_ms
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected")
+# Samples slower than this are skipped: a 100 ms depthwise sample would take most of the run.
+DEFAULT_MAX_MS = 20.0
+WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
+QUARTILES = 4
+
+
+def working_set_bytes(sample: Mapping[str, Any]) -> float:
+    features = sample.get("features") or {}
+    return float(sum(float(features.get(k, 0.0)) for k in WORKING_SET))
+
+
+def pick(
+    samples: Sequence[Mapping[str, Any]], op_types: Sequence[str], per_op: int, max_ms: float,
+    seed: int,
+) -> list[Mapping[str, Any]]:  # fmt: skip
+    """``per_op`` quiet samples of each op type at most ``max_ms``, drawn at random."""
+    rng = random.Random(seed)
+    kept, _ = quiet_samples(samples)
+    chosen: list[Mapping[str, Any]] = []
+    for op_type in op_types:
+        own = [s for s in kept if s["op_type"] == op_type and sample_latency_ms(s) <= max_ms]
+        chosen += rng.sample(own, min(per_op, len(own)))
+    return chosen
+
+
+def _stats(ratios: Sequence[float], shift: float) -> dict[str, float]:
+    moved = [abs(r / shift - 1.0) for r in ratios]
+    re_mape = statistics.fmean(moved)
+    return {
+        "n": len(ratios),
+        "re_mape": re_mape,
+        "label_noise": re_mape / math.sqrt(2.0),
+        "p90_moved": statistics.quantiles(moved, n=10)[-1] if len(moved) > 1 else moved[0],
+    }
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per op type: shift, re-measure MAPE and label noise, overall and per working-set quartile.
+
+    ``rows`` carry ``op_type``, ``stored_ms``, ``remeasured_ms`` and ``working_set_bytes``.
+    """
+    out: dict[str, Any] = {}
+    for op_type in sorted({str(r["op_type"]) for r in rows}):
+        own = sorted(
+            (r for r in rows if r["op_type"] == op_type), key=lambda r: r["working_set_bytes"]
+        )
+        ratios = [float(r["remeasured_ms"]) / float(r["stored_ms"]) for r in own]
+        shift = statistics.median(ratios)
+        quartiles = []
+        for q in range(QUARTILES):
+            part = own[q * len(own) // QUARTILES : (q + 1) * len(own) // QUARTILES]
+            if not part:
+                continue
+            part_ratios = [float(r["remeasured_ms"]) / float(r["stored_ms"]) for r in part]
+            quartiles.append(
+                {
+                    "working_set_bytes_min": part[0]["working_set_bytes"],
+                    "working_set_bytes_max": part[-1]["working_set_bytes"],
+                    **_stats(part_ratios, shift),
+                }
+            )
+        out[op_type] = {"shift": shift, **_stats(ratios, shift), "quartiles": quartiles}
+    return out
+
+
+def remeasure(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Measure each sample's op again in a fresh child: stored and new median (ms)."""
+    settings = get_settings()
+    reserve_measurement_core(settings)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    rows = []
+    with MeasurementChild(settings) as child:
+        for i, sample in enumerate(samples, 1):
+            model = build_op_model(sample["op_type"], sample["config"])
+            rows.append(
+                {
+                    "op_type": sample["op_type"],
+                    "config": sample["config"],
+                    "working_set_bytes": working_set_bytes(sample),
+                    "stored_ms": sample_latency_ms(sample),
+                    "remeasured_ms": child.measure(model).median_ms,
+                }
+            )
+            if i % 20 == 0:
+                print(f"{i}/{len(samples)} re-measured", flush=True)
+    return rows
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.2f}"
+
+
+def print_table(summary: Mapping[str, Any], cv_mape: Mapping[str, float]) -> None:
+    print(f"{'op type':<18}{'working set MB':>18}{'n':>5}{'re-MAPE':>9}{'noise':>8}{'CV MAPE':>9}")
+    for op_type, s in summary.items():
+        cv = cv_mape.get(op_type)
+        cv_text = f"{cv:.1%}" if cv is not None else "-"
+        print(f"{op_type:<18}{'all':>18}{s['n']:>5}{s['re_mape']:>9.1%}{s['label_noise']:>8.1%}"
+              f"{cv_text:>9}   (shift {s['shift'] - 1:+.1%})")  # fmt: skip
+        for q in s["quartiles"]:
+            span = f"{_mb(q['working_set_bytes_min'])}-{_mb(q['working_set_bytes_max'])}"
+            print(f"{'':<18}{span:>18}{q['n']:>5}{q['re_mape']:>9.1%}{q['label_noise']:>8.1%}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.label_noise", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--device", type=int, default=1, help="device id whose samples to use")
+    parser.add_argument("--op-types", nargs="*", default=list(DEFAULT_OP_TYPES))
+    parser.add_argument("--per-op", type=int, default=60, help="samples re-measured per op type")
+    parser.add_argument("--max-ms", type=float, default=DEFAULT_MAX_MS)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start", action="store_true", help="run `fdiot up` for the benchmark")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "label_noise.json")
+    args = parser.parse_args(argv)
+    farm: subprocess.Popen[bytes] | None = _start_farm(None) if args.start else None
+    try:
+        stored = fetch_samples(args.device)
+        cv_mape = _latest_cv_mape(args.device)
+    finally:
+        if farm is not None:
+            _stop_farm(farm)
+    if not stored:
+        parser.error(f"device {args.device} has no stored samples")
+    chosen = pick(stored, args.op_types, args.per_op, args.max_ms, args.seed)
+    rows = remeasure(chosen)
+    summary = summarize(rows)
+    print_table(summary, cv_mape)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "device": args.device,
+        "stored_samples": len(stored),
+        "cv_mape_latest_version": cv_mape,
+        "summary": summary,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _latest_cv_mape(device_id: int) -> dict[str, float]:
+    """CV MAPE per op type of the device's latest model version (empty if none)."""
+    from fdiot.client import FarmClient
+
+    settings = get_settings()
+    with FarmClient(settings.url, token=settings.admin_token) as client:
+        versions = client.model_versions(device_id)
+    if not versions:
+        return {}
+    latest = max(versions, key=lambda v: int(v["version"]))
+    per_op = (latest.get("metrics") or {}).get("per_op_type") or {}
+    return {op: float(m["cv_mape"]) for op, m in per_op.items() if m.get("cv_mape") is not None}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
