@@ -822,6 +822,7 @@ def fit_device_model(
     variant: str = "tiled",
     cv: int = 5,
     seed: int = 0,
+    cv_repeats: int = 1,
 ) -> tuple[DeviceTimeModel, dict[str, Any]]:
     """Fit one tree per op type on Sample dicts and cross-validate it.
 
@@ -836,6 +837,11 @@ def fit_device_model(
     same on the op time alone; ``cv_mape_inliers`` is ``cv_mape`` over the ``inlier_share`` of
     samples that the final robust fit keeps (:func:`robust_weights` > 0), i.e. without the
     measurements it judges contended.
+
+    ``cv_repeats`` > 1 repeats the K-fold split with seeds ``seed .. seed + cv_repeats - 1`` and
+    averages: one split of 280 samples moved the depthwise CV MAPE between 7.7% and 9.6% with the
+    seed (2500 stored samples), more than most model changes it is meant to judge. The per-split
+    figures are kept as ``cv_mape_splits``; ``within_10pct`` and ``cv_mape_inliers`` use the first.
     """
     _check_variant(variant)
     samples, disturbed = quiet_samples(samples)
@@ -860,12 +866,16 @@ def fit_device_model(
             continue
         X, y, names = build_design(op_type, own, overhead, variant)
         measured = np.array([sample_latency_ms(s) for s in own])
-        op_pred = _cv_predictions(op_type, X, y, names, cv, seed, variant, overhead)
-        total_pred = np.maximum(op_pred, 0.0) + overhead
-        rel = np.abs(total_pred - measured) / measured
+        splits = [
+            _cv_predictions(op_type, X, y, names, cv, seed + r, variant, overhead)
+            for r in range(max(cv_repeats, 1))
+        ]
+        rels = [np.abs(np.maximum(p, 0.0) + overhead - measured) / measured for p in splits]
+        rel = rels[0]
         per_op[op_type] = {
-            "cv_mape": float(np.mean(rel)),
-            "cv_mape_op": float(np.mean(np.abs(op_pred - y) / y)),
+            "cv_mape": float(np.mean([np.mean(r) for r in rels])),
+            "cv_mape_splits": [float(np.mean(r)) for r in rels],
+            "cv_mape_op": float(np.mean([np.mean(np.abs(p - y) / y) for p in splits])),
             "within_10pct": float(np.mean(rel <= 0.10)),
             "samples": len(own),
         }

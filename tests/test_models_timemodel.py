@@ -70,6 +70,19 @@ def test_fit_reports_cv_metrics(fitted):
     assert "add" in metrics["per_op_type"] and "invoke_overhead" not in metrics["per_op_type"]
 
 
+def test_repeated_cv_averages_splits_with_different_seeds(samples, fitted):
+    _, one = fitted
+    adds = [s for s in samples if s["op_type"] in ("add", "invoke_overhead")]
+    _, repeated = fit_device_model(adds, cv=3, cv_repeats=3)
+    _, single = fit_device_model(adds, cv=3)
+    add = repeated["per_op_type"]["add"]
+    assert len(add["cv_mape_splits"]) == 3 and len(set(add["cv_mape_splits"])) > 1
+    assert add["cv_mape"] == pytest.approx(np.mean(add["cv_mape_splits"]))
+    # The first split is the seed-0 split a single cross-validation reports.
+    assert add["cv_mape_splits"][0] == pytest.approx(single["per_op_type"]["add"]["cv_mape"])
+    assert one["per_op_type"]["add"]["cv_mape_splits"] == [one["per_op_type"]["add"]["cv_mape"]]
+
+
 def test_predicts_the_channel_step(fitted):
     model, _ = fitted
     base = {"h": 56, "w": 56, "cin": 64, "kh": 3, "kw": 3}
