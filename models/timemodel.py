@@ -61,6 +61,20 @@ _DW_TAP_TILES: tuple[tuple[int, int], ...] = ((3, 16), (4, 16), (9, 16), (25, 8)
 # run a multi-pass kernel measured ~8x slower per FLOP on this host.
 _DW_UNIPASS_TAPS = _DW_TAP_TILES[-1][0]
 _DW_MULTIPASS_CHANNELS = 8
+# Channels of the narrowest full group XNNPACK's depthwise and pooling kernels process without
+# masking (16- and 8-wide loops, then a masked remainder). ``cin mod 4`` and ``cin mod 16`` as the
+# remainder test fitted worse: depthwise CV MAPE 7.7% and 9.4% against 7.2% (3 splits, 2500
+# samples).
+_CHANNEL_GROUP = 8
+# Ops with such a masked channel tail per output pixel, and the variable holding their channels.
+_MASKED_TAIL_CHANNELS: dict[str, str] = {
+    "depthwise_conv2d": "cin",
+    "max_pool2d": "c",
+    "avg_pool2d": "c",
+}
+# Pooling ops: a cost per output pixel (``output_pixels``) besides their bytes (CV MAPE on 73 /
+# 87 samples: max pool 13.3 -> 10.1%, average pool 24.6 -> 10.2% with remainder_pixels).
+_POOL_OPS = frozenset({"max_pool2d", "avg_pool2d"})
 # XNNPACK's IGEMM and depthwise kernels read their input through an indirection buffer: one
 # pointer per output pixel and kernel tap, part of what the op keeps in cache.
 _POINTER_BYTES = 8
@@ -116,7 +130,8 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     other, much slower kernels (measured 6-8x the ms per FLOP of 3x3), and as leaf terms they
     need one coefficient each instead of a leaf of their own, which their few samples cannot fill.
     Convolutions (tiled) add ``output_pixels`` and ``tap_steps`` (:func:`tap_steps`): costs per
-    output position and per micro-kernel step that FLOPs do not count.
+    output position and per micro-kernel step that FLOPs do not count; depthwise also adds
+    ``remainder_pixels`` (:func:`remainder_pixels`), the per-pixel cost of a masked channel tail.
     """
     _check_variant(variant)
     names = list(COST_FEATURES)
@@ -126,8 +141,12 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
         names.append("broadcast_rows")
     if variant == "tiled" and op_type in _PER_PIXEL_OPS:
         names += ["output_pixels", "tap_steps"]
+    if variant == "tiled" and op_type in _POOL_OPS:
+        names.append("output_pixels")
     if variant == "tiled" and op_type == "depthwise_conv2d":
         names += ["flops_multipass", "grouped_steps"]
+    if variant == "tiled" and op_type in _MASKED_TAIL_CHANNELS:
+        names.append("remainder_pixels")
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = _TILED_WIDTH[op_type]
         names += [f"flops_{width}_tile{t}" for t in TILE_SIZES]
@@ -204,6 +223,22 @@ def grouped_steps(config: Mapping[str, Any]) -> int:
     taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
     panels = -(-multiplier // _CONV_PANEL_CHANNELS)
     return output_pixels(config) * taps * int(config.get("cin", 0)) * panels
+
+
+def remainder_pixels(op_type: str, config: Mapping[str, Any]) -> int:
+    """Output pixels of a depthwise or pooling op whose channels end in a partial 8-wide group.
+
+    XNNPACK's depthwise and pooling kernels run channels 16 and 8 at a time and the rest
+    (``channels mod 8``) with masked loads and stores, once per output pixel: on this host ~45 ns
+    per pixel for a depthwise 3x3 whatever ``cin`` (224x224: cin 8 takes 0.77 ms, cin 9 3.1 ms;
+    cin 24 1.7 ms, cin 25 4.1 ms). 0 for a depthwise multiplier above 1 (a grouped convolution,
+    :func:`grouped_steps`).
+    """
+    if op_type == "depthwise_conv2d" and int(config.get("multiplier", 1)) > 1:
+        return 0
+    if int(config.get(_MASKED_TAIL_CHANNELS[op_type], 0)) % _CHANNEL_GROUP == 0:
+        return 0
+    return output_pixels(config)
 
 
 def indirection_bytes(config: Mapping[str, Any]) -> int:
@@ -284,6 +319,8 @@ def op_feature_vector(
         row.append(float(broadcast * int(config.get("h", 0)) * int(config.get("w", 0))))
     if variant == "tiled" and op_type in _PER_PIXEL_OPS:
         row += [float(output_pixels(config)), float(tap_steps(op_type, config))]
+    if variant == "tiled" and op_type in _POOL_OPS:
+        row.append(float(output_pixels(config)))
     if variant == "tiled" and op_type == "depthwise_conv2d":
         flops = float(feats.get("flops", 0.0))
         taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
@@ -291,6 +328,8 @@ def op_feature_vector(
             flops if taps > _DW_UNIPASS_TAPS else 0.0,
             float(grouped_steps(config)),
         ]
+    if variant == "tiled" and op_type in _MASKED_TAIL_CHANNELS:
+        row.append(float(remainder_pixels(op_type, config)))
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = tiled_width(op_type, config)
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]

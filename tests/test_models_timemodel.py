@@ -251,6 +251,21 @@ def test_depthwise_regime_features():
     assert grouped[col["tap_steps"]] == 0 and plain[col["tap_steps"]] > 0
     wide = op_feature_vector("depthwise_conv2d", {**base, "multiplier": 17})
     assert wide[col["grouped_steps"]] == 2 * grouped[col["grouped_steps"]]
+    # A channel count that is not a multiple of 8 pays a masked tail once per output pixel.
+    assert plain[col["remainder_pixels"]] == 0 and grouped[col["remainder_pixels"]] == 0
+    odd = op_feature_vector("depthwise_conv2d", {**base, "cin": 33})
+    assert odd[col["remainder_pixels"]] == 14 * 14
+    assert "remainder_pixels" not in feature_names("depthwise_conv2d", "paper")
+
+
+def test_pooling_pays_per_output_pixel_and_for_a_channel_tail():
+    pool = {"h": 16, "w": 16, "c": 32, "kh": 2, "kw": 2, "stride": 2, "padding": "valid"}
+    for op_type in ("max_pool2d", "avg_pool2d"):
+        col = {n: i for i, n in enumerate(feature_names(op_type))}
+        even = op_feature_vector(op_type, pool)
+        odd = op_feature_vector(op_type, {**pool, "c": 30})
+        assert even[col["output_pixels"]] == odd[col["output_pixels"]] == 8 * 8
+        assert even[col["remainder_pixels"]] == 0 and odd[col["remainder_pixels"]] == 8 * 8
     assert "flops_multipass" not in feature_names("depthwise_conv2d", "paper")
 
 
