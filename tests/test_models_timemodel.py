@@ -266,6 +266,13 @@ def test_pooling_pays_per_output_pixel_and_for_a_channel_tail():
         odd = op_feature_vector(op_type, {**pool, "c": 30})
         assert even[col["output_pixels"]] == odd[col["output_pixels"]] == 8 * 8
         assert even[col["remainder_pixels"]] == 0 and odd[col["remainder_pixels"]] == 8 * 8
+
+
+def test_row_copies_are_priced_per_pixel():
+    concat = feature_names("concatenation")
+    row = op_feature_vector("concatenation", {"h": 7, "w": 5, "c1": 16, "c2": 24})
+    assert row[concat.index("pixels")] == 35
+    assert "pixels" in feature_names("pad") and "pixels" not in feature_names("add")
     assert "flops_multipass" not in feature_names("depthwise_conv2d", "paper")
 
 
