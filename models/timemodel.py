@@ -135,8 +135,9 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     other, much slower kernels (measured 6-8x the ms per FLOP of 3x3), and as leaf terms they
     need one coefficient each instead of a leaf of their own, which their few samples cannot fill.
     Convolutions (tiled) add ``output_pixels`` and ``tap_steps`` (:func:`tap_steps`): costs per
-    output position and per micro-kernel step that FLOPs do not count; depthwise also adds
-    ``remainder_pixels`` (:func:`remainder_pixels`), the per-pixel cost of a masked channel tail.
+    output position and per micro-kernel step that FLOPs do not count. Pooling adds
+    ``output_pixels``, concatenation and pad ``pixels`` (one row copy per pixel), and depthwise
+    and pooling ``remainder_pixels`` (:func:`remainder_pixels`), a masked channel tail per pixel.
     """
     _check_variant(variant)
     names = list(COST_FEATURES)
