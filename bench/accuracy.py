@@ -764,7 +764,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
 # Entry point.
 
 
-def _start_farm(home: str | None) -> subprocess.Popen[bytes]:
+def start_farm(home: str | None) -> subprocess.Popen[bytes]:
     """Run ``fdiot up`` as a child process and wait until the API answers."""
     import httpx
 
@@ -798,11 +798,11 @@ def _start_farm(home: str | None) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             pass
         time.sleep(1.0)
-    _stop_farm(proc)
+    stop_farm(proc)
     raise RuntimeError(f"the farm did not answer within 300 s; see {log_path}")
 
 
-def _stop_farm(proc: subprocess.Popen[bytes]) -> None:
+def stop_farm(proc: subprocess.Popen[bytes]) -> None:
     """Stop the ``fdiot up`` we started (SIGTERM lets it stop its own children), then the
     embedded PostgreSQL and Redis it started: the benchmark leaves no server running."""
     from fdiot.settings import get_settings
@@ -874,11 +874,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results, run = run_offline(args, names)
         else:
             if args.start:
-                farm = _start_farm(None)
+                farm = start_farm(None)
             results, run = run_online(args, names)
     finally:
         if farm is not None:
-            _stop_farm(farm)
+            stop_farm(farm)
     run["environment"] = _environment()
     run["finished_at"] = datetime.now(UTC).isoformat()
     run["zoo_version"] = zoo.ZOO_VERSION

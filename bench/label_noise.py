@@ -33,7 +33,7 @@ from typing import Any
 
 from agent.builder import build_op_model
 from agent.runner import MeasurementChild
-from bench.accuracy import _start_farm, _stop_farm, fetch_samples
+from bench.accuracy import fetch_samples, start_farm, stop_farm
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.timemodel import quiet_samples, sample_latency_ms
@@ -156,13 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start", action="store_true", help="run `fdiot up` for the benchmark")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "label_noise.json")
     args = parser.parse_args(argv)
-    farm: subprocess.Popen[bytes] | None = _start_farm(None) if args.start else None
+    farm: subprocess.Popen[bytes] | None = start_farm(None) if args.start else None
     try:
         stored = fetch_samples(args.device)
         cv_mape = _latest_cv_mape(args.device)
     finally:
         if farm is not None:
-            _stop_farm(farm)
+            stop_farm(farm)
     if not stored:
         parser.error(f"device {args.device} has no stored samples")
     chosen = pick(stored, args.op_types, args.per_op, args.max_ms, args.seed)
