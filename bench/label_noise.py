@@ -36,19 +36,13 @@ from agent.runner import MeasurementChild
 from bench.accuracy import fetch_samples, start_farm, stop_farm
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
-from models.timemodel import quiet_samples, sample_latency_ms
+from models.timemodel import quiet_samples, sample_latency_ms, working_set_bytes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected")
 # Samples slower than this are skipped: a 100 ms depthwise sample would take most of the run.
 DEFAULT_MAX_MS = 20.0
-WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 QUARTILES = 4
-
-
-def working_set_bytes(sample: Mapping[str, Any]) -> float:
-    features = sample.get("features") or {}
-    return float(sum(float(features.get(k, 0.0)) for k in WORKING_SET))
 
 
 def pick(
@@ -90,15 +84,14 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         shift = statistics.median(ratios)
         quartiles = []
         for q in range(QUARTILES):
-            part = own[q * len(own) // QUARTILES : (q + 1) * len(own) // QUARTILES]
-            if not part:
+            lo, hi = q * len(own) // QUARTILES, (q + 1) * len(own) // QUARTILES
+            if lo == hi:
                 continue
-            part_ratios = [float(r["remeasured_ms"]) / float(r["stored_ms"]) for r in part]
             quartiles.append(
                 {
-                    "working_set_bytes_min": part[0]["working_set_bytes"],
-                    "working_set_bytes_max": part[-1]["working_set_bytes"],
-                    **_stats(part_ratios, shift),
+                    "working_set_bytes_min": own[lo]["working_set_bytes"],
+                    "working_set_bytes_max": own[hi - 1]["working_set_bytes"],
+                    **_stats(ratios[lo:hi], shift),
                 }
             )
         out[op_type] = {"shift": shift, **_stats(ratios, shift), "quartiles": quartiles}
@@ -118,7 +111,7 @@ def remeasure(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 {
                     "op_type": sample["op_type"],
                     "config": sample["config"],
-                    "working_set_bytes": working_set_bytes(sample),
+                    "working_set_bytes": working_set_bytes(sample.get("features") or {}),
                     "stored_ms": sample_latency_ms(sample),
                     "remeasured_ms": child.measure(model).median_ms,
                 }

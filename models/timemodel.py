@@ -249,6 +249,11 @@ def remainder_pixels(op_type: str, config: Mapping[str, Any]) -> int:
     return output_pixels(config)
 
 
+def working_set_bytes(features: Mapping[str, float]) -> float:
+    """Bytes an op touches (input + output + parameter bytes) from its cost features."""
+    return float(sum(float(features.get(k, 0.0)) for k in _WORKING_SET))
+
+
 def indirection_bytes(config: Mapping[str, Any]) -> int:
     """Bytes of a convolution's indirection buffer: one pointer per output pixel and tap."""
     taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
@@ -348,7 +353,7 @@ def op_feature_vector(
         one_row = int(config.get("rows", 1)) == 1
         flops = float(feats.get("flops", 0.0))
         row += [flops if one_row and 0 < gemm_tail(gemm, t) <= t // 2 else 0.0 for t in TILE_SIZES]
-    working_set = sum(float(feats.get(k, 0.0)) for k in _WORKING_SET)
+    working_set = working_set_bytes(feats)
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":
             row.append(working_set)
