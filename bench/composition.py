@@ -1,9 +1,11 @@
 """Two effects of this host's runtime that single-op timing has to meet, measured directly.
 
-1. **Last GEMM panel** (``python -m bench.composition``): a batch-1 dense layer is timed for
-   every ``cout`` in a 33-wide window, and an LSTM for consecutive ``units``. The time per weight
-   shows whether it follows ``gemm_tail16`` (columns used in the last 16-wide panel), the split
-   variable the time model offers for it.
+1. **Narrow GEMM kernel** (``python -m bench.composition``): a batch-1 dense layer is timed for
+   every ``cout`` in a 33-wide window and for widths from 124 to 1864 where XNNPACK's kernel
+   choice (:func:`models.timemodel.uses_narrow_gemm`: the 8-wide kernel when the 16-wide one
+   pads more than 1% of the width and the 8-wide one pads less) and the older "last 16-wide panel
+   at most half full" rule (``gemm_tail16 <= 8``) disagree; an LSTM for consecutive ``units``.
+   The time per weight shows which rule the runtime follows.
 2. **Weights streamed inside a network**: chains of 1x1 convolutions, converted whole, against
    the sum of their ops timed alone. Alone, an op's weights stay in the cache between invokes; in
    a network whose weights exceed the cache they come from DRAM at every invoke.
@@ -26,12 +28,18 @@ from agent.runner import MeasurementChild
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.opspace import FLOAT32_BYTES
-from models.timemodel import gemm_tail
+from models.timemodel import gemm_tail, uses_narrow_gemm
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Dense layer of the panel scan: 700 inputs, one row; the window covers two 16-column panels.
 PANEL_CIN = 700
 PANEL_COUTS = range(688, 721)
+# Widths where the two rules disagree (e.g. 124, 300, 856, 872: tail <= 8 but the narrow kernel
+# would not pad less or the wide one pads under 1%), each beside a neighbour where they agree;
+# at 512 inputs every layer's weights (<= 3.8 MB) stay in the 8 MiB L3.
+RULE_CIN = 512
+RULE_COUTS = (124, 131, 140, 296, 300, 306, 520, 523, 696, 700, 856, 865, 872, 936, 1025, 1032,
+              1128, 1361, 1364, 1368, 1857, 1860, 1864)  # fmt: skip
 LSTM_UNITS = range(88, 100)
 LSTM_BASE = {"seq_len": 8, "cin": 32, "return_sequences": 0}
 # Chains of 1x1 convs alternating narrow -> wide -> narrow widths like MobileNetV2's
@@ -55,31 +63,56 @@ def _conv_chain(hw: int, widths: Sequence[int]) -> bytes:
     return bytes(converter.convert())
 
 
-def panel_scan(child: MeasurementChild) -> dict[str, Any]:
-    """ns per weight of the dense layer and ms of the LSTM, with each width's tail."""
-    dense = []
-    for cout in PANEL_COUTS:
-        config = {"rows": 1, "cin": PANEL_CIN, "cout": cout, "activation": "none"}
+def _dense_rows(cin: int, couts: Sequence[int], child: MeasurementChild) -> list[dict[str, Any]]:
+    rows = []
+    for cout in couts:
+        config = {"rows": 1, "cin": cin, "cout": cout, "activation": "none"}
         ms = child.measure(build_op_model("fully_connected", config)).median_ms
-        dense.append(
+        rows.append(
             {
+                "cin": cin,
                 "cout": cout,
                 "tail16": gemm_tail(cout, 16),
-                "ns_per_weight": ms * 1e6 / (PANEL_CIN * cout),
+                "narrow_kernel": uses_narrow_gemm(cout),
+                "ns_per_weight": ms * 1e6 / (cin * cout),
             }
         )
-    fastest = min(row["ns_per_weight"] for row in dense)
-    for row in dense:
+    fastest = min(row["ns_per_weight"] for row in rows)
+    for row in rows:
         row["slow"] = row["ns_per_weight"] > SLOW_RATIO * fastest
+    return rows
+
+
+def _agreement(rows: list[dict[str, Any]], rule: str) -> str:
+    hits = sum(
+        r["slow"] == (r["tail16"] <= 8 if rule == "tail" else r["narrow_kernel"]) for r in rows
+    )
+    return f"{hits}/{len(rows)}"
+
+
+def panel_scan(child: MeasurementChild) -> dict[str, Any]:
+    """ns per weight of the dense layers and ms of the LSTM, with each width's tail and kernel."""
+    dense = _dense_rows(PANEL_CIN, PANEL_COUTS, child)
+    rule = _dense_rows(RULE_CIN, RULE_COUTS, child)
     lstm = []
     for units in LSTM_UNITS:
         ms = child.measure(build_op_model("lstm", {**LSTM_BASE, "units": units})).median_ms
-        lstm.append({"units": units, "tail16": gemm_tail(4 * units, 16), "ms": ms})
-    explained = sum(row["slow"] == (row["tail16"] <= 8) for row in dense)
+        lstm.append(
+            {
+                "units": units,
+                "tail16": gemm_tail(4 * units, 16),
+                "narrow_kernel": uses_narrow_gemm(4 * units),
+                "ms": ms,
+            }
+        )
     return {
         "dense": dense,
+        "rule_widths": rule,
         "lstm": lstm,
-        "dense_explained_by_tail16_le_8": f"{explained}/{len(dense)}",
+        "dense_explained_by_tail16_le_8": _agreement(dense, "tail"),
+        "dense_explained_by_narrow_kernel": _agreement(dense, "narrow"),
+        "rule_widths_explained_by_tail16_le_8": _agreement(rule, "tail"),
+        "rule_widths_explained_by_narrow_kernel": _agreement(rule, "narrow"),
     }
 
 
@@ -119,11 +152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with MeasurementChild(settings) as child:
         panel = panel_scan(child)
         chains = streaming(child)
-    print(f"dense 1x{PANEL_CIN} -> cout (S = slow kernel, . = fast; tail16 <= 8 marked ^):")
+    print(f"dense 1x{PANEL_CIN} -> cout (S = slow kernel, . = fast; narrow kernel marked ^):")
     print(f"  cout {PANEL_COUTS.start}..{PANEL_COUTS.stop - 1}, one character each")
     print("  time " + "".join("S" if r["slow"] else "." for r in panel["dense"]))
-    print("  tail " + "".join("^" if r["tail16"] <= 8 else " " for r in panel["dense"]))
-    print(f"  slow <=> tail16 <= 8 for {panel['dense_explained_by_tail16_le_8']} widths")
+    print("  rule " + "".join("^" if r["narrow_kernel"] else " " for r in panel["dense"]))
+    print(f"dense 1x{RULE_CIN} -> cout where the rules disagree:")
+    print(f"{'cout':>6}{'tail16':>7}{'narrow':>7}{'ns/weight':>10}{'slow':>6}")
+    for r in panel["rule_widths"]:
+        print(f"{r['cout']:>6}{r['tail16']:>7}{'yes' if r['narrow_kernel'] else 'no':>7}"
+              f"{r['ns_per_weight']:>10.3f}{'yes' if r['slow'] else 'no':>6}")  # fmt: skip
+    for label, key in (("narrow kernel rule", "narrow_kernel"), ("tail16 <= 8", "tail16_le_8")):
+        print(f"  slow <=> {label}: {panel['dense_explained_by_' + key]} widths of the window, "
+              f"{panel['rule_widths_explained_by_' + key]} of the disagreeing widths")  # fmt: skip
     print(
         "lstm units: "
         + ", ".join(f"{r['units']}:{r['ms']:.2f}ms/t{r['tail16']}" for r in panel["lstm"])

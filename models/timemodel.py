@@ -35,12 +35,22 @@ _RECURRENT = frozenset({"lstm", "gru"})
 # Output columns of the GEMMs an op runs, per unit of its tiled width: an LSTM step multiplies by
 # [x, h] -> 4 gates of ``units`` columns, a GRU step by 3 gates.
 _GEMM_WIDTH_FACTOR: dict[str, int] = {"lstm": 4, "gru": 3}
-# Ops that multiply one row at a time at batch 1 (GEMV), where a runtime may switch to a narrower
-# kernel when the last panel is at most half full: ``flops_halfpanel<t>`` is their FLOPs then
-# (0 otherwise), a leaf term with one coefficient instead of a leaf their few samples can't fill.
-# Measured for dense layers and LSTMs (bench/composition.py); GRU units 88-99 follow no such
-# pattern of their 3 * units gate width here, so GRU is left out.
-_GEMV_OPS = frozenset({"fully_connected", "lstm"})
+# GEMMs whose output width picks XNNPACK's f32 kernel: a fully-connected op is created with the
+# 16-wide kernel unless the 8-wide one ("nr2") wastes fewer padding columns while the 16-wide one
+# wastes more than 1% of the width (XNNPACK ``xnn_create_fully_connected_nc_f32``; see
+# :func:`uses_narrow_gemm`). The narrow kernel runs every panel, not just the last, at about half
+# the speed per weight: measured at batch 1 (cin 512-1024, cout 512-1864, 3 runs each) 63-66 ps
+# per weight byte with it and 33-36 without, for all 68 widths tried. ``flops_nr2`` is the op's
+# FLOPs when it runs the narrow kernel (0 otherwise): one leaf coefficient prices it. LSTM and GRU
+# steps run their gates (4 / 3 * units columns) as fully-connected GEMMs. CV MAPE (3 splits, 2500
+# samples) against the former "last panel at most half full" rule: dense 8.6 -> 6.6%, LSTM 6.3
+# -> 5.1%, GRU (which had no such term) 4.9 -> 3.5%.
+_NR2_OPS = frozenset({"fully_connected", "lstm", "gru"})
+# Output channels of XNNPACK's default f32 GEMM kernel on x86 AVX2/FMA3 and of its narrow ("nr2")
+# alternative, and the share of padding columns (percent) above which the narrow one is chosen.
+_GEMM_NR = 16
+_GEMM_NR2 = 8
+_NR2_MAX_WASTE_PCT = 1
 _BROADCAST_OPS = frozenset({"add", "mul", "sub"})
 # Ops with a cost per output position apart from their channels: on this host a depthwise 3x3
 # on 96x96 costs ~48 ns per output pixel for any cin from 1 to 7 and 15 ns at cin = 8 (cin not a
@@ -135,7 +145,9 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     other, much slower kernels (measured 6-8x the ms per FLOP of 3x3), and as leaf terms they
     need one coefficient each instead of a leaf of their own, which their few samples cannot fill.
     Convolutions (tiled) add ``output_pixels`` and ``tap_steps`` (:func:`tap_steps`): costs per
-    output position and per micro-kernel step that FLOPs do not count. Pooling adds
+    output position and per micro-kernel step that FLOPs do not count. Dense layers, LSTM and
+    GRU add ``flops_nr2``: their FLOPs when XNNPACK runs the GEMM with its narrow kernel
+    (:func:`uses_narrow_gemm`; at batch 1). Pooling adds
     ``output_pixels``, concatenation and pad ``pixels`` (one row copy per pixel), and depthwise
     and pooling ``remainder_pixels`` (:func:`remainder_pixels`), a masked channel tail per pixel.
     """
@@ -158,8 +170,8 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     if variant == "tiled" and op_type in _TILED_WIDTH:
         width = _TILED_WIDTH[op_type]
         names += [f"flops_{width}_tile{t}" for t in TILE_SIZES]
-    if variant == "tiled" and op_type in _GEMV_OPS:
-        names += [f"flops_halfpanel{t}" for t in TILE_SIZES]
+    if variant == "tiled" and op_type in _NR2_OPS:
+        names.append("flops_nr2")
     return names
 
 
@@ -177,10 +189,8 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     ``t``-wide panel of their GEMM output are used, ``(width - 1) mod t + 1`` (width = ``cout``;
     ``cin * multiplier`` for depthwise; ``4 * units`` / ``3 * units`` for LSTM / GRU gates). It
     extends the integer-multiple split (``width mod t == 0`` is ``gemm_tail{t} == t``) to how
-    full the last panel is, which a runtime may use to pick a narrower kernel: on this host a
-    one-row dense layer whose last 16-column panel is at most half full runs 2x slower per
-    weight (``cout`` 689-696 at cin 700: 0.25 ns per weight, 697-704: 0.13), and an LSTM whose
-    ``units mod 4`` is 1 or 2 does the same (docs/internals.md).
+    full the last panel is, which a runtime may use to pick a narrower kernel (XNNPACK's rule
+    is :func:`uses_narrow_gemm`, priced by the ``flops_nr2`` leaf term).
     """
     _check_variant(variant)
     space = CONFIG_SPACE.get(op_type)
@@ -292,6 +302,21 @@ def gemm_pad(width: int, tile: int) -> float:
     return (tile - gemm_tail(width, tile)) / width if width > 0 else 0.0
 
 
+def uses_narrow_gemm(width: int) -> bool:
+    """Whether XNNPACK runs a GEMM of ``width`` output columns with its narrow (8-wide) kernel.
+
+    The rule of ``xnn_create_fully_connected_nc_f32``: the 16-wide kernel is the default; the
+    8-wide one is chosen when the width is under 16, or when it pads fewer columns and the 16-wide
+    one pads more than 1% of the width. So cout 520 (8 padding columns of 16, none of 8) runs
+    narrow, 523 (5 and 5) and 856 (8 columns are under 1% of 856) do not.
+    """
+    if width <= 0:
+        return False
+    pad = (_GEMM_NR - width % _GEMM_NR) % _GEMM_NR
+    pad_narrow = (_GEMM_NR2 - width % _GEMM_NR2) % _GEMM_NR2
+    return width < _GEMM_NR or (pad_narrow < pad and pad * 100 > _NR2_MAX_WASTE_PCT * width)
+
+
 def gemm_tail(width: int, tile: int) -> int:
     """Columns used in the last ``tile``-wide panel of ``width`` columns (1..tile; 0 if none)."""
     return (width - 1) % tile + 1 if width > 0 else 0
@@ -349,10 +374,10 @@ def op_feature_vector(
         width = tiled_width(op_type, config)
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
     gemm = gemm_width(op_type, config) if op_type in _TILED_WIDTH else 0
-    if variant == "tiled" and op_type in _GEMV_OPS:
+    if variant == "tiled" and op_type in _NR2_OPS:
+        # Measured at batch 1; a 4-row GEMM showed no such step (bench/composition.py).
         one_row = int(config.get("rows", 1)) == 1
-        flops = float(feats.get("flops", 0.0))
-        row += [flops if one_row and 0 < gemm_tail(gemm, t) <= t // 2 else 0.0 for t in TILE_SIZES]
+        row.append(float(feats.get("flops", 0.0)) if one_row and uses_narrow_gemm(gemm) else 0.0)
     working_set = working_set_bytes(feats)
     for name in split_feature_names(op_type, variant):
         if name == "working_set_bytes":

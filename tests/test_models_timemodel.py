@@ -23,6 +23,7 @@ from models.timemodel import (
     quiet_samples,
     robust_weights,
     tap_steps,
+    uses_narrow_gemm,
 )
 
 OVERHEAD_MS = 0.02
@@ -319,11 +320,36 @@ def test_gemm_tail_and_pad_features():
     lstm_col = {n: i for i, n in enumerate(feature_names("lstm"))}
     assert op_feature_vector("lstm", lstm)[lstm_col["gemm_tail16"]] == 4
     assert "gemm_tail16" not in feature_names("fully_connected", "paper")
-    # The half-empty-panel FLOPs: the op's FLOPs when one row's last panel is at most half full.
-    assert row[col["flops_halfpanel16"]] == row[col["flops"]] > 0
-    assert full[col["flops_halfpanel16"]] == 0
+    # The narrow-kernel FLOPs: the op's FLOPs when XNNPACK runs its 8-wide kernel (690 pads 14
+    # columns to 16, 6 to 8, and 14 is over 1% of 690).
+    assert row[col["flops_nr2"]] == row[col["flops"]] > 0
+    assert full[col["flops_nr2"]] == 0
     batched = op_feature_vector("fully_connected", {"rows": 4, "cin": 700, "cout": 690})
-    assert batched[col["flops_halfpanel16"]] == 0  # a 4-row GEMM showed no such step
+    assert batched[col["flops_nr2"]] == 0  # a 4-row GEMM showed no such step
+    gru = {"seq_len": 8, "cin": 32, "units": 87, "return_sequences": 0}  # 3 * 87 = 261 columns
+    assert op_feature_vector("gru", gru)[feature_names("gru").index("flops_nr2")] > 0
+
+
+@pytest.mark.parametrize(
+    ("width", "narrow"),
+    [
+        (8, True),  # under 16 columns
+        (16, False),
+        (520, True),  # pads 8 of 16, none of 8, and 8 > 1% of 520
+        (523, False),  # pads 5 either way
+        (524, False),  # pads 4 either way
+        (300, False),  # 300 = 18 * 16 + 12: pads 4 either way, though the last panel is 3/4 empty
+        (306, True),
+        (856, False),  # pads 8 of 16, but 8 is under 1% of 856
+        (865, True),  # pads 15 > 8.65
+        (1857, False),  # pads 15 < 18.57
+        (0, False),
+    ],
+)
+def test_uses_narrow_gemm_follows_xnnpack(width: int, narrow: bool) -> None:
+    # Each of these widths was measured at cin 512 (bench/composition.py): the narrow ones run
+    # ~65 ps per weight byte, the others ~34.
+    assert uses_narrow_gemm(width) is narrow
 
 
 def test_output_pixels_feature():
@@ -379,10 +405,10 @@ def test_tree_learns_a_cost_per_kernel_step():
     assert tiled["per_op_type"]["conv2d"]["cv_mape"] < paper["per_op_type"]["conv2d"]["cv_mape"]
 
 
-def test_tree_learns_a_half_empty_last_panel():
-    # Dense batch-1 layers whose last 16-column panel is at most half full run at half speed (as
+def test_tree_learns_the_narrow_gemm_kernel():
+    # Dense batch-1 layers that XNNPACK runs with its 8-wide kernel run at half speed (as
     # measured on this host, docs/internals.md); the model must price it through the leaf term
-    # flops_halfpanel16 (or a split on gemm_tail16), which the paper's form has no way to do.
+    # flops_nr2 (or a split on gemm_tail16), which the paper's form has no way to do.
     rng = np.random.default_rng(3)
     samples = []
     for _ in range(240):
@@ -391,15 +417,14 @@ def test_tree_learns_a_half_empty_last_panel():
             "cin": int(rng.integers(64, 1024)),
             "cout": int(rng.integers(64, 1024)),
         }
-        tail = (config["cout"] - 1) % 16 + 1
-        ns_per_weight = 0.26 if tail <= 8 else 0.13
+        ns_per_weight = 0.26 if uses_narrow_gemm(config["cout"]) else 0.13
         ms = OVERHEAD_MS + ns_per_weight * 1e-6 * config["cin"] * config["cout"]
         samples.append({"op_type": "fully_connected", "config": config,
                         "latency": {"median_ms": ms * rng.normal(1.0, 0.01)}})  # fmt: skip
     samples += [{"op_type": "invoke_overhead", "config": {}, "latency": {"median_ms": OVERHEAD_MS}}]
     model, metrics = fit_device_model(samples, cv=3)
     rules = model.rules("fully_connected")
-    assert "flops_halfpanel16" in rules or "gemm_tail16" in rules
+    assert "flops_nr2" in rules or "gemm_tail16" in rules
     assert metrics["per_op_type"]["fully_connected"]["cv_mape"] < 0.05
     _, paper = fit_device_model(samples, variant="paper", cv=3)
     assert paper["per_op_type"]["fully_connected"]["cv_mape"] > 0.1
