@@ -257,6 +257,9 @@ def test_depthwise_regime_features():
     odd = op_feature_vector("depthwise_conv2d", {**base, "cin": 33})
     assert odd[col["remainder_pixels"]] == 14 * 14
     assert "remainder_pixels" not in feature_names("depthwise_conv2d", "paper")
+    # ...and every tap step of it loads unaligned vectors: 3 of 16-channel tiles x 9 taps x pixels.
+    assert odd[col["unaligned_steps"]] == odd[col["tap_steps"]] == 14 * 14 * 9 * 3
+    assert plain[col["unaligned_steps"]] == 0 and grouped[col["unaligned_steps"]] == 0
 
 
 def test_pooling_pays_per_output_pixel_and_for_a_channel_tail():
