@@ -39,8 +39,9 @@ _GEMM_WIDTH_FACTOR: dict[str, int] = {"lstm": 4, "gru": 3}
 # 16-wide kernel unless the 8-wide one ("nr2") wastes fewer padding columns while the 16-wide one
 # wastes more than 1% of the width (XNNPACK ``xnn_create_fully_connected_nc_f32``; see
 # :func:`uses_narrow_gemm`). The narrow kernel runs every panel, not just the last, at about half
-# the speed per weight: measured at batch 1 (cin 512-1024, cout 512-1864, 3 runs each) 63-66 ps
-# per weight byte with it and 33-36 without, for all 68 widths tried. ``flops_nr2`` is the op's
+# the speed per weight: at batch 1 and 512 inputs 0.25 ns per weight with it, 0.13 without, and
+# the slow kernel shows up exactly where the rule says in 33/33 widths from 688 to 720 and 23/23
+# widths from 124 to 1864 (bench/composition.py, composition.json). ``flops_nr2`` is the op's
 # FLOPs when it runs the narrow kernel (0 otherwise): one leaf coefficient prices it. LSTM and GRU
 # steps run their gates (4 / 3 * units columns) as fully-connected GEMMs. CV MAPE (3 splits, 2500
 # samples) against the former "last panel at most half full" rule: dense 8.6 -> 6.6%, LSTM 6.3
@@ -68,7 +69,7 @@ _CONV_SPILL_BYTES = 3 * 2**20
 # 16-channel panel whatever cin is, so convs with few input channels cost more than their FLOPs
 # say (a 7x7 conv with cin = 3 runs at a third of the FLOP rate of cin = 64). Panels of 8 and 32
 # channels were tried: conv2d CV MAPE 6.5% and 6.3% against 5.6% with 16 (2500 samples).
-_CONV_PANEL_CHANNELS = 16
+_CONV_PANEL_CHANNELS = _GEMM_NR
 # XNNPACK f32 depthwise micro-kernels on x86 FMA3: (taps, channel tile) of its single-pass kernels
 # (3p16c, 4p16c, 9p16c, 25p8c). A kernel with fewer taps runs the next larger one (a 1x5 kernel
 # pays for 9 taps), and channels are processed a whole tile at a time. Kernels over 25 taps run
