@@ -395,7 +395,9 @@ def op_feature_vector(
         row += [tiled_flops(feats.get("flops", 0.0), width, t) for t in TILE_SIZES]
     gemm = gemm_width(op_type, config) if op_type in _TILED_WIDTH else 0
     if variant == "tiled" and op_type in _NR2_OPS:
-        # Measured at batch 1; a 4-row GEMM showed no such step (bench/composition.py).
+        # Priced at batch 1 only, where bench/composition.py measures it; XNNPACK picks the
+        # kernel whatever the batch, but a 4-row GEMM showed no such step in the sweep that
+        # first found it.
         one_row = int(config.get("rows", 1)) == 1
         row.append(float(feats.get("flops", 0.0)) if one_row and uses_narrow_gemm(gemm) else 0.0)
     working_set = working_set_bytes(feats)
