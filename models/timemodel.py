@@ -57,13 +57,6 @@ _BROADCAST_OPS = frozenset({"add", "mul", "sub"})
 # on 96x96 costs ~48 ns per output pixel for any cin from 1 to 7 and 15 ns at cin = 8 (cin not a
 # multiple of 8 runs a per-pixel path); ``output_pixels`` (h_out * w_out) lets a leaf price it.
 _PER_PIXEL_OPS = frozenset({"depthwise_conv2d", "conv2d"})
-# Working set (bytes) beyond which a convolution's bytes start to come from further out than the
-# cache this host's op keeps to itself; ``spill_bytes`` (the working set above it, 0 below) is a
-# conv2d leaf term, a hinge a leaf can price without a split of its own. The value was chosen by
-# 3-split CV among 2, 3, 4, 6 and 8 MiB on both 2500-sample campaigns (conv2d CV MAPE 6.5 -> 6.0%
-# and 6.4 -> 6.0% at 3 MiB; 2 MiB and 6-8 MiB made some splits worse than none): about the share
-# of the 2-core host's 8 MiB L3 left to one op. It is this host's, not fitted per device.
-_CONV_SPILL_BYTES = 3 * 2**20
 # Output channels of one XNNPACK f32 GEMM/IGEMM micro-kernel call on x86 AVX2/FMA3 (nr = 16; the
 # 5x16 and 1x16 kernels). A convolution's inner loop runs once per output pixel, kernel tap and
 # 16-channel panel whatever cin is, so convs with few input channels cost more than their FLOPs
@@ -154,10 +147,9 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     need one coefficient each instead of a leaf of their own, which their few samples cannot fill;
     and ``unaligned_steps`` (:func:`remainder_pixels`). Convolutions (tiled) add
     ``output_pixels`` and ``tap_steps`` (:func:`tap_steps`): costs per output position and per
-    micro-kernel step that FLOPs do not count; conv2d also ``spill_bytes``, its working set
-    beyond ``_CONV_SPILL_BYTES`` (a cost per byte that no longer stays in cache). Dense layers,
-    LSTM and GRU add ``flops_nr2``: their FLOPs when XNNPACK runs the GEMM with its narrow
-    kernel (:func:`uses_narrow_gemm`; at batch 1). Pooling adds
+    micro-kernel step that FLOPs do not count. Dense layers, LSTM and
+    GRU add ``flops_nr2``: their FLOPs when XNNPACK runs the GEMM with its narrow kernel
+    (:func:`uses_narrow_gemm`; at batch 1). Pooling adds
     ``output_pixels``, concatenation and pad ``pixels`` (one row copy per pixel), and depthwise
     and pooling ``remainder_pixels`` (:func:`remainder_pixels`), a masked channel tail per pixel.
     """
@@ -169,8 +161,6 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
         names.append("broadcast_rows")
     if variant == "tiled" and op_type in _PER_PIXEL_OPS:
         names += ["output_pixels", "tap_steps"]
-    if variant == "tiled" and op_type == "conv2d":
-        names.append("spill_bytes")
     if variant == "tiled" and op_type in _POOL_OPS:
         names.append("output_pixels")
     if variant == "tiled" and op_type in _ROW_COPY_OPS:
@@ -374,8 +364,6 @@ def op_feature_vector(
         row.append(float(broadcast * int(config.get("h", 0)) * int(config.get("w", 0))))
     if variant == "tiled" and op_type in _PER_PIXEL_OPS:
         row += [float(output_pixels(config)), float(tap_steps(op_type, config))]
-    if variant == "tiled" and op_type == "conv2d":
-        row.append(max(working_set_bytes(feats) - _CONV_SPILL_BYTES, 0.0))
     if variant == "tiled" and op_type in _POOL_OPS:
         row.append(float(output_pixels(config)))
     if variant == "tiled" and op_type in _ROW_COPY_OPS:

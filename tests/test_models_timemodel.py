@@ -371,11 +371,6 @@ def test_tap_steps_and_footprint_features():
     working_set = sum(row[col[k]] for k in ("input_bytes", "output_bytes", "param_bytes"))
     assert row[col["footprint_bytes"]] == working_set + 8 * 8 * 9 * 8  # + a pointer per tap
     assert row[col["working_set_bytes"]] == working_set
-    assert row[col["spill_bytes"]] == 0  # a few KB: nothing beyond the cache share
-    big = {"h": 112, "w": 112, "cin": 64, "cout": 64, "kh": 3, "kw": 3, "stride": 1}
-    big_row = op_feature_vector("conv2d", big)
-    big_set = sum(big_row[col[k]] for k in ("input_bytes", "output_bytes", "param_bytes"))
-    assert big_row[col["spill_bytes"]] == big_set - 3 * 2**20 > 0  # 6.4 MB: 3.3 MB beyond 3 MiB
     dw = {n: i for i, n in enumerate(feature_names("depthwise_conv2d"))}
 
     def dw_steps(**config: int) -> float:
@@ -386,7 +381,7 @@ def test_tap_steps_and_footprint_features():
     assert dw_steps(kw=3) == 16 * 3 * 2
     assert dw_steps(h=5, kh=5, cin=9) == 5 * 16 * 25 * 2  # the 25-tap kernel takes 8 channels
     assert dw_steps(h=7, kh=7, kw=7, cin=18) == 7 * 16 * 49 * 3  # multi-pass, 8 channels
-    for name in ("tap_steps", "footprint_bytes", "spill_bytes"):
+    for name in ("tap_steps", "footprint_bytes"):
         assert name not in feature_names("conv2d", "paper")
 
 
