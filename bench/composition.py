@@ -19,7 +19,7 @@ import argparse
 import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,17 @@ def _dense_rows(cin: int, couts: Sequence[int], child: MeasurementChild) -> list
     return rows
 
 
-def _agreement(rows: list[dict[str, Any]], rule: str) -> str:
-    hits = sum(
-        r["slow"] == (r["tail16"] <= 8 if rule == "tail" else r["narrow_kernel"]) for r in rows
-    )
-    return f"{hits}/{len(rows)}"
+def _agreement(rows: list[dict[str, Any]], rule: Callable[[dict[str, Any]], bool]) -> str:
+    """How many widths the rule calls slow exactly when they measured slow, as ``hits/total``."""
+    return f"{sum(r['slow'] == rule(r) for r in rows)}/{len(rows)}"
+
+
+def _tail_rule(row: dict[str, Any]) -> bool:
+    return bool(row["tail16"] <= 8)
+
+
+def _narrow_rule(row: dict[str, Any]) -> bool:
+    return bool(row["narrow_kernel"])
 
 
 def panel_scan(child: MeasurementChild) -> dict[str, Any]:
@@ -109,10 +115,10 @@ def panel_scan(child: MeasurementChild) -> dict[str, Any]:
         "dense": dense,
         "rule_widths": rule,
         "lstm": lstm,
-        "dense_explained_by_tail16_le_8": _agreement(dense, "tail"),
-        "dense_explained_by_narrow_kernel": _agreement(dense, "narrow"),
-        "rule_widths_explained_by_tail16_le_8": _agreement(rule, "tail"),
-        "rule_widths_explained_by_narrow_kernel": _agreement(rule, "narrow"),
+        "dense_explained_by_tail16_le_8": _agreement(dense, _tail_rule),
+        "dense_explained_by_narrow_kernel": _agreement(dense, _narrow_rule),
+        "rule_widths_explained_by_tail16_le_8": _agreement(rule, _tail_rule),
+        "rule_widths_explained_by_narrow_kernel": _agreement(rule, _narrow_rule),
     }
 
 

@@ -147,11 +147,11 @@ def cost_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     need one coefficient each instead of a leaf of their own, which their few samples cannot fill;
     and ``unaligned_steps`` (:func:`remainder_pixels`). Convolutions (tiled) add
     ``output_pixels`` and ``tap_steps`` (:func:`tap_steps`): costs per output position and per
-    micro-kernel step that FLOPs do not count. Dense layers, LSTM and
-    GRU add ``flops_nr2``: their FLOPs when XNNPACK runs the GEMM with its narrow kernel
-    (:func:`uses_narrow_gemm`; at batch 1). Pooling adds
-    ``output_pixels``, concatenation and pad ``pixels`` (one row copy per pixel), and depthwise
-    and pooling ``remainder_pixels`` (:func:`remainder_pixels`), a masked channel tail per pixel.
+    micro-kernel step that FLOPs do not count. Dense layers, LSTM and GRU add ``flops_nr2``:
+    their FLOPs when XNNPACK runs the GEMM with its narrow kernel (:func:`uses_narrow_gemm`; at
+    batch 1). Pooling adds ``output_pixels``, concatenation and pad ``pixels`` (one row copy per
+    pixel), and depthwise and pooling ``remainder_pixels`` (:func:`remainder_pixels`), a masked
+    channel tail per pixel.
     """
     _check_variant(variant)
     names = list(COST_FEATURES)
@@ -319,8 +319,8 @@ def uses_narrow_gemm(width: int) -> bool:
     """
     if width <= 0:
         return False
-    pad = (_GEMM_NR - width % _GEMM_NR) % _GEMM_NR
-    pad_narrow = (_GEMM_NR2 - width % _GEMM_NR2) % _GEMM_NR2
+    pad = _GEMM_NR - gemm_tail(width, _GEMM_NR)
+    pad_narrow = _GEMM_NR2 - gemm_tail(width, _GEMM_NR2)
     return width < _GEMM_NR or (pad_narrow < pad and pad * 100 > _NR2_MAX_WASTE_PCT * width)
 
 
