@@ -27,7 +27,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
-from models.opspace import OP_TYPES
+from models.opspace import OP_TYPES, chain_layers
 
 # TFLite flatbuffer schema version and file identifier (tensorflow/lite/schema/schema.fbs).
 TFLITE_SCHEMA_VERSION = 3
@@ -66,7 +66,7 @@ class _Tensor:
 
 @dataclass(frozen=True)
 class _Graph:
-    """One operator and its tensors: inputs/outputs are indices into ``tensors``."""
+    """One operator (or a chain of them) and its tensors: inputs/outputs index ``tensors``."""
 
     builtin_code: int
     tensors: tuple[_Tensor, ...]
@@ -74,6 +74,13 @@ class _Graph:
     op_outputs: tuple[int, ...]
     options_type: int = tflite.BuiltinOptions.NONE
     write_options: OptionsWriter | None = None
+    # Further operators of the same code and options, each (inputs, outputs): a chain whose
+    # model output is the last operator's output.
+    more_ops: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+
+    @property
+    def model_outputs(self) -> tuple[int, ...]:
+        return self.more_ops[-1][1] if self.more_ops else self.op_outputs
 
 
 def build_op_model(op_type: str, config: Mapping[str, Any]) -> bytes:
@@ -106,7 +113,7 @@ def expected_output_shape(op_type: str, config: Mapping[str, Any]) -> tuple[int,
             return (1, int(config["seq_len"]), int(config["units"]))
         return (1, int(config["units"]))
     graph = _graph(op_type, config)
-    return graph.tensors[graph.op_outputs[0]].shape
+    return graph.tensors[graph.model_outputs[0]].shape
 
 
 # ---------------------------------------------------------------------------- graph per op type
@@ -291,11 +298,52 @@ def _graph(op_type: str, c: Mapping[str, Any]) -> _Graph:
         h, w, ch = int(c["h"]), int(c["w"]), int(c["c"])
         tensors = (_Tensor("input", (1, h, w, ch)), _Tensor("output", (1, h, w, ch)))
         return _Graph(_ELEMENTWISE[op_type], tensors, (0,), (1,))
+    if op_type == "conv_chain":
+        return _chain_graph(c, rng)
     if op_type == "invoke_overhead":
         tensors = (_Tensor("input_a", (1,)), _Tensor("input_b", (1,)), _Tensor("output", (1,)))
         code, kind, writer = _binary_op("add")
         return _Graph(code, tensors, (0, 1), (2,), kind, writer)
     raise ValueError(f"no flatbuffer builder for op_type {op_type!r}")
+
+
+def _chain_graph(c: Mapping[str, Any], rng: np.random.Generator) -> _Graph:
+    """``depth`` 1x1 CONV_2Ds in a row (``models.opspace.chain_layers``), weights of their own."""
+    layers = chain_layers(c)
+    h, w = int(c["h"]), int(c["w"])
+    tensors = [_Tensor("input", (1, h, w, layers[0]["cin"]))]
+    operators: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    for i, layer in enumerate(layers):
+        cin, cout = layer["cin"], layer["cout"]
+        source = len(tensors) - 1
+        tensors += [
+            _Tensor(f"filter{i}", (cout, 1, 1, cin), _weights(rng, (cout, 1, 1, cin), cin)),
+            _Tensor(f"bias{i}", (cout,), _weights(rng, (cout,), 1)),
+            _Tensor(f"output{i}", (1, h, w, cout)),
+        ]
+        n = len(tensors)
+        operators.append(((source, n - 3, n - 2), (n - 1,)))
+
+    def conv_options(b: flatbuffers.Builder) -> int:
+        tflite.Conv2DOptionsStart(b)
+        tflite.Conv2DOptionsAddPadding(b, tflite.Padding.SAME)
+        tflite.Conv2DOptionsAddStrideW(b, 1)
+        tflite.Conv2DOptionsAddStrideH(b, 1)
+        tflite.Conv2DOptionsAddFusedActivationFunction(b, tflite.ActivationFunctionType.NONE)
+        tflite.Conv2DOptionsAddDilationWFactor(b, 1)
+        tflite.Conv2DOptionsAddDilationHFactor(b, 1)
+        return int(tflite.Conv2DOptionsEnd(b))
+
+    (first_in, first_out), *rest = operators
+    return _Graph(
+        tflite.BuiltinOperator.CONV_2D,
+        tuple(tensors),
+        first_in,
+        first_out,
+        tflite.BuiltinOptions.Conv2DOptions,
+        conv_options,
+        tuple(rest),
+    )
 
 
 def _binary_op(op_type: str) -> tuple[int, int, OptionsWriter]:
@@ -367,7 +415,7 @@ def _weights(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> n
 
 
 def _serialize(graph: _Graph) -> bytes:
-    """Write ``graph`` as a one-subgraph TFLite flatbuffer."""
+    """Write ``graph`` (one operator or a chain of one code) as a one-subgraph TFLite model."""
     weight_bytes = sum(t.data.nbytes for t in graph.tensors if t.data is not None)
     b = flatbuffers.Builder(weight_bytes + 4096)
 
@@ -402,23 +450,25 @@ def _serialize(graph: _Graph) -> bytes:
         tflite.TensorAddName(b, name)
         tensor_offsets.append(tflite.TensorEnd(b))
 
-    op_inputs = b.CreateNumpyVector(np.asarray(graph.op_inputs, dtype=np.int32))
-    op_outputs = b.CreateNumpyVector(np.asarray(graph.op_outputs, dtype=np.int32))
-    options = graph.write_options(b) if graph.write_options is not None else None
-    tflite.OperatorStart(b)
-    tflite.OperatorAddOpcodeIndex(b, 0)
-    tflite.OperatorAddInputs(b, op_inputs)
-    tflite.OperatorAddOutputs(b, op_outputs)
-    if options is not None:
-        tflite.OperatorAddBuiltinOptionsType(b, graph.options_type)
-        tflite.OperatorAddBuiltinOptions(b, options)
-    operator = tflite.OperatorEnd(b)
+    operators = []
+    for inputs, outputs in ((graph.op_inputs, graph.op_outputs), *graph.more_ops):
+        op_inputs = b.CreateNumpyVector(np.asarray(inputs, dtype=np.int32))
+        op_outputs = b.CreateNumpyVector(np.asarray(outputs, dtype=np.int32))
+        options = graph.write_options(b) if graph.write_options is not None else None
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, 0)
+        tflite.OperatorAddInputs(b, op_inputs)
+        tflite.OperatorAddOutputs(b, op_outputs)
+        if options is not None:
+            tflite.OperatorAddBuiltinOptionsType(b, graph.options_type)
+            tflite.OperatorAddBuiltinOptions(b, options)
+        operators.append(tflite.OperatorEnd(b))
 
     graph_inputs = [i for i in graph.op_inputs if graph.tensors[i].data is None]
     sg_tensors = _offset_vector(b, tensor_offsets)
     sg_inputs = b.CreateNumpyVector(np.asarray(graph_inputs, dtype=np.int32))
-    sg_outputs = b.CreateNumpyVector(np.asarray(graph.op_outputs, dtype=np.int32))
-    sg_operators = _offset_vector(b, [operator])
+    sg_outputs = b.CreateNumpyVector(np.asarray(graph.model_outputs, dtype=np.int32))
+    sg_operators = _offset_vector(b, operators)
     sg_name = b.CreateString("main")
     tflite.SubGraphStart(b)
     tflite.SubGraphAddTensors(b, sg_tensors)

@@ -135,6 +135,14 @@ def _total_ms(prediction: Any) -> float:
     return float(prediction.total_ms)
 
 
+def reload_ms(prediction: Any) -> float:
+    """The part of a prediction spent reloading weights the network evicted (ms)."""
+    ops = prediction["ops"] if isinstance(prediction, Mapping) else prediction.ops
+    return sum(
+        float(op.get("reload_ms", 0.0) if isinstance(op, Mapping) else op.reload_ms) for op in ops
+    )
+
+
 def by_op_type_ms(prediction: Any) -> dict[str, float]:
     """Predicted ms summed per op type, from a NetworkPrediction or the API's answer."""
     ops = prediction["ops"] if isinstance(prediction, Mapping) else prediction.ops
@@ -193,7 +201,11 @@ def _network_result(
         p90_ms=p90_ms,
         predicted_ms=_total_ms(prediction),
         predicted_by_op_type_ms=by_op_type_ms(prediction),
-        baselines_ms=predict_baselines(baselines, flatbuffer),
+        # Ablation: the same model without the weight-reload term of networks beyond the cache.
+        baselines_ms={
+            **predict_baselines(baselines, flatbuffer),
+            "ours_no_reload": _total_ms(prediction) - reload_ms(prediction),
+        },
         op_counts=op_counts_,
         fallback_ops=fallback_ops,
         measurement=dict(measurement or {}),
@@ -339,6 +351,17 @@ def report(
                 str(disturbed.get(op_type, 0)),
             )
         console.print(op_table)
+    reload = run.get("weight_reload") or {}
+    if reload:
+        rate = reload.get("ms_per_param_byte")
+        console.print(
+            f"weight reload beyond a {(run.get('cache_bytes') or 0) / 1e6:.2f} MB cache: "
+            f"{'-' if rate is None else f'{rate * 1e9:.1f} ps/byte'} from "
+            f"{reload.get('probes_beyond_cache')} of {reload.get('probes')} conv_chain probes; "
+            f"their MAPE {_fmt_fraction(reload.get('chain_mape_without'))}% without, "
+            f"{_fmt_fraction(reload.get('chain_mape_with'))}% with it; probes within the cache "
+            f"{_fmt_fraction(reload.get('chain_mape_in_cache'))}%"
+        )
     console.print(
         f"samples used: {run.get('sample_count')}; "
         f"device minutes: {_minutes(run.get('campaign_wall_s'))} wall, "
@@ -591,6 +614,9 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             "per_op_type": metrics.get("per_op_type"),
             "per_op_type_splits": splits_cv,
             "disturbed_samples": metrics.get("disturbed_samples"),
+            "cache_bytes": metrics.get("cache_bytes"),
+            "dram_ms_per_param_byte": metrics.get("dram_ms_per_param_byte"),
+            "weight_reload": metrics.get("weight_reload"),
             "campaign_wall_s": campaign_wall_s,
             "timed_runs_s": _timed_runs_s(samples),
             "conv_plot": str(plot_path),
@@ -754,6 +780,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         # The weight-streaming regime fitted from the dense op samples (not from networks).
         "cache_bytes": dict(metrics).get("cache_bytes"),
         "dram_ms_per_param_byte": dict(metrics).get("dram_ms_per_param_byte"),
+        "weight_reload": dict(metrics).get("weight_reload"),
         "campaign_wall_s": campaign_wall_s,
         "timed_runs_s": _timed_runs_s(samples),
     }

@@ -405,7 +405,9 @@ def predict(
 @app.command()
 def models(
     device: DeviceOption,
-    rules: Annotated[bool, typer.Option("--rules", help="Print each op type's rules.")] = False,
+    rules: Annotated[
+        bool, typer.Option("--rules", help="Print the network-level terms and each op's rules.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Show a device's current time model: version, accuracy per op type, optionally its rules."""
@@ -428,6 +430,9 @@ def models(
         )
     console.print(table)
     if rules:
+        if current.get("network_rules"):
+            console.rule("network")
+            console.print(current["network_rules"], markup=False)
         for op_type, model_of_op in sorted((current.get("op_types") or {}).items()):
             console.rule(op_type)
             text = model_of_op.get("rules", "")

@@ -3,8 +3,9 @@
 Every model here has ``predict_network(ops) -> NetworkPrediction`` like
 :class:`models.timemodel.DeviceTimeModel`, so a benchmark can loop over them. All are fitted on the
 same Sample dicts, subtract the same invoke overhead, treat fused/aliased ops the same way and
-apply the same weight-streaming floor in networks larger than the cache; only the per-op
-regressor differs.
+apply the same weight-streaming floor and weight-reload time (each with its own conv predictions
+under the ``conv_chain`` probes) in networks larger than the cache; only the per-op regressor
+differs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import LinearRegression
 
 from models.features import OpInstance, cost_features
-from models.opspace import OP_TYPES
+from models.opspace import OP_TYPES, PROBE_OP_TYPES
 from models.timemodel import (
     MIN_SAMPLES_FOR_TREE,
     DeviceTimeModel,
@@ -25,6 +26,7 @@ from models.timemodel import (
     _fallback_rates,
     build_design,
     estimate_overhead_ms,
+    estimate_reload_rate,
     estimate_weight_streaming,
     fit_device_model,
     fit_weights,
@@ -126,7 +128,7 @@ def fit_flops_model(samples: Sequence[Mapping[str, Any]]) -> DeviceTimeModel:
     by_type = _grouped(samples)
     regressors: dict[str, Callable[[np.ndarray, Mapping[str, float]], float]] = {}
     for op_type, own in by_type.items():
-        if op_type == "invoke_overhead" or op_type not in OP_TYPES or len(own) < 2:
+        if op_type in PROBE_OP_TYPES or op_type not in OP_TYPES or len(own) < 2:
             continue
         X, y, _ = build_design(op_type, own, overhead, "paper")
         flops = X[:, 0]
@@ -134,13 +136,14 @@ def fit_flops_model(samples: Sequence[Mapping[str, Any]]) -> DeviceTimeModel:
         A = np.c_[flops, np.ones_like(flops)] * sw[:, None]
         (a, b), *_ = np.linalg.lstsq(A, y * sw, rcond=None)
         regressors[op_type] = _affine_flops(float(a), float(b))
-    return _PerOpModel(
+    model = _PerOpModel(
         regressors,
         overhead,
         "paper",
         *_fallback_rates(by_type, overhead),
         *estimate_weight_streaming(samples, overhead),
     )
+    return _with_reload(model, by_type)
 
 
 def fit_sklearn_model(
@@ -160,7 +163,7 @@ def fit_sklearn_model(
     by_type = _grouped(samples)
     regressors: dict[str, Callable[[np.ndarray, Mapping[str, float]], float]] = {}
     for op_type, own in by_type.items():
-        if op_type == "invoke_overhead" or op_type not in OP_TYPES:
+        if op_type in PROBE_OP_TYPES or op_type not in OP_TYPES:
             continue
         if len(own) < MIN_SAMPLES_FOR_TREE:
             continue
@@ -171,13 +174,23 @@ def fit_sklearn_model(
         else:
             estimator.fit(X, y, sample_weight=fit_weights(y, overhead))
         regressors[op_type] = _row_regressor(estimator, log_target)
-    return _PerOpModel(
+    model = _PerOpModel(
         regressors,
         overhead,
         variant,
         *_fallback_rates(by_type, overhead),
         *estimate_weight_streaming(samples, overhead),
     )
+    return _with_reload(model, by_type)
+
+
+def _with_reload(
+    model: _PerOpModel, by_type: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> _PerOpModel:
+    """Set the baseline's weight-reload rate from the probes, under its own conv predictions."""
+    probes = by_type.get("conv_chain", [])
+    model.reload_ms_per_param_byte = estimate_reload_rate(probes, model)["ms_per_param_byte"]
+    return model
 
 
 def fit_baselines(

@@ -17,7 +17,7 @@ import numpy as np
 import tflite
 from tflite.BuiltinOperator import BuiltinOperator
 
-from models.opspace import FLOAT32_BYTES, fill_defaults, output_hw
+from models.opspace import FLOAT32_BYTES, chain_layers, fill_defaults, output_hw
 
 COST_FEATURES: tuple[str, ...] = ("flops", "input_bytes", "output_bytes", "param_bytes")
 
@@ -108,6 +108,14 @@ def cost_features(op_type: str, config: Mapping[str, Any]) -> dict[str, float]:
         return _features(2 * macs, t * cin, outputs, weights)
     if op_type == "invoke_overhead":
         return _features(0, 0, 0, 0)
+    if op_type == "conv_chain":
+        layers = [cost_features("conv2d", layer) for layer in chain_layers(c)]
+        return {
+            "flops": sum(f["flops"] for f in layers),
+            "input_bytes": layers[0]["input_bytes"],
+            "output_bytes": layers[-1]["output_bytes"],
+            "param_bytes": sum(f["param_bytes"] for f in layers),
+        }
     raise ValueError(f"no cost features for op type {op_type!r}")
 
 

@@ -6,6 +6,7 @@ parser and the API use them verbatim. Spatial tensors are NHWC with batch 1; siz
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,13 @@ OP_TYPES: tuple[str, ...] = (
     "lstm",
     "gru",
     "invoke_overhead",
+    "conv_chain",
 )
+
+# Op types measured as probes of the device rather than fitted as trees: the fixed cost of one
+# invoke, and chains of 1x1 convolutions whose weights together exceed the cache (the time to
+# reload weights that a network evicts between invokes, see models.timemodel).
+PROBE_OP_TYPES: frozenset[str] = frozenset({"invoke_overhead", "conv_chain"})
 
 # The TFLite builtin operator each op type is measured as (``WHILE`` for Keras 3 recurrent layers).
 TFLITE_OPS: dict[str, str] = {
@@ -58,6 +65,7 @@ TFLITE_OPS: dict[str, str] = {
     "lstm": "WHILE",
     "gru": "WHILE",
     "invoke_overhead": "ADD",
+    "conv_chain": "CONV_2D",
 }
 
 PADDINGS: tuple[str, ...] = ("same", "valid")
@@ -79,6 +87,8 @@ SEQ_LEN = (1, 1024)
 UNITS = (1, 2048)
 MULTIPLIER = (1, 8)
 PAD = (0, 16)
+# Convolutions in one conv_chain probe: enough for weights of tens of MB at real widths.
+CHAIN_DEPTH = (2, 32)
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,13 @@ CONFIG_SPACE: dict[str, tuple[Variable, ...]] = {
     "lstm": _RECURRENT_VARS,
     "gru": _RECURRENT_VARS,
     "invoke_overhead": (),
+    # ``depth`` 1x1 convolutions on h x w alternating c -> m -> c ... (no activation, same padding).
+    "conv_chain": (
+        *_spatial_vars(),
+        _int("c", WIDTH),
+        _int("m", WIDTH),
+        _int("depth", CHAIN_DEPTH),
+    ),
 }
 
 # Which variable to name when a tensor is too large: (input, output, weights).
@@ -174,6 +191,7 @@ _BOUND_FIELDS: dict[str, tuple[str, str, str]] = {
     "softmax": ("c", "c", "c"),
     "lstm": ("cin", "units", "units"),
     "gru": ("cin", "units", "units"),
+    "conv_chain": ("c", "m", "m"),
 }
 
 
@@ -300,6 +318,7 @@ _MAX_FLOPS: dict[str, float] = {
     "fully_connected": 2e8,
     "lstm": 1.5e8,
     "gru": 1.5e8,
+    "conv_chain": 3.5e8,
 }
 # Cap on the output elements of memory-bound ops (~8 MB of float32 moved), same reason.
 _MAX_ELEMENTS = 2_000_000
@@ -434,7 +453,53 @@ def _sample_one(op_type: str, rng: np.random.Generator) -> dict[str, Any]:
         }
     if op_type == "invoke_overhead":
         return {}
+    if op_type == "conv_chain":
+        return _sample_chain(rng)
     raise ConfigError("op_type", f"no sampler for {op_type!r}")
+
+
+# Weight totals of conv_chain probes (bytes), drawn log-uniform: from well inside a phone's or a
+# desktop's last-level cache (0.5 MB) to several times the largest (8-32 MB), as far as the
+# weights of the mobile CNNs of keras.applications go (14-22 MB at alpha 1).
+_CHAIN_WEIGHT_BYTES = (0.5e6, 32e6)
+# Spatial sizes of the late stages of mobile CNNs (input 96-224), where weights dominate.
+_CHAIN_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14)
+
+
+def _sample_chain(rng: np.random.Generator) -> dict[str, Any]:
+    depth = int(rng.choice((4, 6, 8, 10, 12)))
+    target = math.exp(rng.uniform(*np.log(_CHAIN_WEIGHT_BYTES)))
+    # The spatial size within the FLOP cap (2 FLOPs per weight per pixel), so that heavy chains
+    # are not rejected more often than light ones.
+    pixels_cap = _MAX_FLOPS["conv_chain"] / (2 * target / FLOAT32_BYTES)
+    h = int(rng.choice([s for s in _CHAIN_SIZES if s * s <= pixels_cap] or [1]))
+    # Expansion ratios of inverted-residual blocks (MobileNetV2: 6) and plain stacks (1-4).
+    ratio = float(rng.choice((1.0, 2.0, 3.0, 4.0, 6.0)))
+    # Multiples of 8, as MobileNet's make_divisible widths: the probe measures reloading, not the
+    # conv tree's harder odd-width corners.
+    c = 8 * max(1, round(math.sqrt(target / (FLOAT32_BYTES * depth * ratio)) / 8))
+    m = min(WIDTH[1], 8 * max(1, round(c * ratio / 8)))
+    return {"h": h, "w": h, "c": min(c, WIDTH[1]), "m": m, "depth": depth}
+
+
+def chain_layers(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The conv2d configurations of a ``conv_chain`` probe, in order (c -> m -> c -> ...)."""
+    c = fill_defaults("conv_chain", config)
+    widths = [int(c["c"]) if i % 2 == 0 else int(c["m"]) for i in range(int(c["depth"]) + 1)]
+    return [
+        {
+            "h": int(c["h"]),
+            "w": int(c["w"]),
+            "cin": cin,
+            "cout": cout,
+            "kh": 1,
+            "kw": 1,
+            "stride": 1,
+            "padding": "same",
+            "activation": "none",
+        }
+        for cin, cout in itertools.pairwise(widths)
+    ]
 
 
 def _affordable(op_type: str, config: Mapping[str, Any]) -> bool:
@@ -498,6 +563,9 @@ CAMPAIGN_WEIGHTS: dict[str, float] = {
     "lstm": 0.055,
     "gru": 0.055,
     "invoke_overhead": 0.02,
+    # ~40 of a 2500-sample campaign, about half beyond an 8 MB cache: one number (the reload
+    # time per byte) is fitted from those.
+    "conv_chain": 0.016,
 }
 
 

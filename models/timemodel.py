@@ -16,7 +16,16 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
-from models.opspace import ACTIVATIONS, CONFIG_SPACE, FLOAT32_BYTES, OP_TYPES, PADDINGS, output_hw
+from models.opspace import (
+    ACTIVATIONS,
+    CONFIG_SPACE,
+    FLOAT32_BYTES,
+    OP_TYPES,
+    PADDINGS,
+    PROBE_OP_TYPES,
+    chain_layers,
+    output_hw,
+)
 from models.tree import TreeLinearRegressor
 
 VARIANTS: tuple[str, ...] = ("tiled", "paper")
@@ -490,7 +499,8 @@ def fit_weights(op_ms: np.ndarray, overhead_ms: float) -> np.ndarray:
 
 @dataclass
 class OpPrediction:
-    """Predicted time of one op (ms); ``fallback`` when no tree of its op type priced it."""
+    """Predicted time of one op (ms); ``fallback`` when no tree of its op type priced it;
+    ``reload_ms`` the part of ``predicted_ms`` spent reloading weights the network evicted."""
 
     index: int
     op_type: str
@@ -498,6 +508,7 @@ class OpPrediction:
     predicted_ms: float
     fallback: bool
     note: str = ""
+    reload_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -538,6 +549,10 @@ class DeviceTimeModel:
         but in a network whose weights exceed ``cache_bytes`` every op's weights are evicted
         between inferences, so no op runs faster than ``param_bytes * dram_ms_per_param_byte``.
         None: not identifiable from the samples (no floor applied).
+    reload_ms_per_param_byte : float or None
+        In such a network, the time (ms per weight byte) an op whose weights fit in the cache
+        alone pays on top of its single-op time to fetch them again at every invoke, fitted from
+        the ``conv_chain`` probes by :func:`estimate_reload_rate`. None: no probes (not added).
     """
 
     def __init__(
@@ -549,8 +564,12 @@ class DeviceTimeModel:
         ms_per_flop: float = _DEFAULT_MS_PER_FLOP,
         cache_bytes: float | None = None,
         dram_ms_per_param_byte: float | None = None,
+        reload_ms_per_param_byte: float | None = None,
     ) -> None:
         _check_variant(variant)
+        self.reload_ms_per_param_byte = (
+            None if reload_ms_per_param_byte is None else float(reload_ms_per_param_byte)
+        )
         self.cache_bytes = None if cache_bytes is None else float(cache_bytes)
         self.dram_ms_per_param_byte = (
             None if dram_ms_per_param_byte is None else float(dram_ms_per_param_byte)
@@ -599,11 +618,24 @@ class DeviceTimeModel:
         total = sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
         return total > self.cache_bytes
 
+    def reload_ms(self, param_bytes: float) -> float:
+        """Extra time (ms) of an op with ``param_bytes`` of weights in a network that exceeds the
+        cache: 0 when its weights alone exceed the cache (its single-op time streams them too)."""
+        if (
+            self.reload_ms_per_param_byte is None
+            or self.cache_bytes is None
+            or param_bytes > self.cache_bytes
+        ):
+            return 0.0
+        return self.reload_ms_per_param_byte * param_bytes
+
     def predict_ops(self, ops: Sequence[OpInstance]) -> list[OpPrediction]:
         """Per-op predictions (ms), with fused and aliased ops priced as the runtime runs them.
 
-        In a network whose weights exceed the cache (:meth:`streams_weights`), each op takes at
-        least the time to read its weights from DRAM (noted on the op when that floor binds).
+        In a network whose weights exceed the cache (:meth:`streams_weights`), an op whose
+        weights fit in the cache alone pays :attr:`reload_ms_per_param_byte` per weight byte on
+        top of its single-op time (they were evicted since the last invoke), and every op takes
+        at least the time to read its weights from DRAM; both are noted on the op.
         """
         fused = _fused_indices(ops)
         streaming = self.streams_weights(ops)
@@ -620,12 +652,20 @@ class DeviceTimeModel:
             op_type = op.op_type
             ms, fallback = self.predict_op(op_type, config, op.features)
             note = ""
+            param_bytes = float(op.features.get("param_bytes", 0.0))
+            reload_ms = self.reload_ms(param_bytes) if streaming else 0.0
+            if reload_ms > 0.0:
+                ms += reload_ms
+                note = f"+{reload_ms:.3g} ms to reload weights evicted by the rest of the network"
             if streaming and self.dram_ms_per_param_byte is not None:
-                floor_ms = self.dram_ms_per_param_byte * float(op.features.get("param_bytes", 0))
+                floor_ms = self.dram_ms_per_param_byte * param_bytes
                 if floor_ms > ms:
                     ms, note = floor_ms, "weights streamed from DRAM (network exceeds the cache)"
+                    reload_ms = 0.0
             out.append(
-                OpPrediction(op.index, op_type, dict(config), ms, fallback or op.fallback, note)
+                OpPrediction(
+                    op.index, op_type, dict(config), ms, fallback or op.fallback, note, reload_ms
+                )
             )
         return out
 
@@ -645,8 +685,27 @@ class DeviceTimeModel:
             )
         return tree.rules(unit="ms")
 
+    def network_rules(self) -> str:
+        """Readable network-level terms: the invoke overhead, weight reload and the DRAM floor."""
+        lines = [f"network: t = sum of op times + {self.overhead_ms:.3g} ms per invoke"]
+        if self.cache_bytes is not None:
+            mb = self.cache_bytes / 1e6
+            if self.reload_ms_per_param_byte is not None:
+                lines.append(
+                    f"if network param_bytes > {mb:.3g} MB: each op with param_bytes <= "
+                    f"{mb:.3g} MB += {self.reload_ms_per_param_byte * 1e9:.3g} ps * param_bytes"
+                    " (weights reloaded at every invoke)"
+                )
+            if self.dram_ms_per_param_byte is not None:
+                lines.append(
+                    f"if network param_bytes > {mb:.3g} MB: each op >= "
+                    f"{self.dram_ms_per_param_byte * 1e9:.3g} ps * param_bytes (weights from DRAM)"
+                )
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe export: variant, overhead, fallback rates, and per op type tree + rules."""
+        """JSON-safe export: variant, overhead, fallback rates, network-level terms and rules, and
+        per op type tree + rules."""
         return {
             "format": 1,
             "variant": self.variant,
@@ -655,6 +714,8 @@ class DeviceTimeModel:
             "ms_per_flop": self.ms_per_flop,
             "cache_bytes": self.cache_bytes,
             "dram_ms_per_param_byte": self.dram_ms_per_param_byte,
+            "reload_ms_per_param_byte": self.reload_ms_per_param_byte,
+            "network_rules": self.network_rules(),
             "op_types": {
                 op_type: {
                     "tree": tree.to_dict(),
@@ -680,6 +741,7 @@ class DeviceTimeModel:
             float(data.get("ms_per_flop", _DEFAULT_MS_PER_FLOP)),
             data.get("cache_bytes"),
             data.get("dram_ms_per_param_byte"),
+            data.get("reload_ms_per_param_byte"),
         )
 
 
@@ -814,6 +876,76 @@ def estimate_weight_streaming(
     return cache_bytes, float(np.exp(np.median(rates[k:])))
 
 
+# Fewest conv_chain probes beyond the cache that a reload rate is fitted from.
+MIN_RELOAD_PROBES = 5
+
+
+def chain_reload_bytes(param_bytes: Sequence[float], cache_bytes: float) -> float:
+    """Weight bytes reloaded at every invoke of ops with ``param_bytes`` run in turn: those of the
+    ops whose weights fit in the cache alone, once all of them together exceed it (0 before)."""
+    if sum(param_bytes) <= cache_bytes:
+        return 0.0
+    return float(sum(p for p in param_bytes if p <= cache_bytes))
+
+
+def estimate_reload_rate(
+    chain_samples: Sequence[Mapping[str, Any]], model: DeviceTimeModel
+) -> dict[str, Any]:
+    """Reload time per weight byte (ms) from ``conv_chain`` probes, and how well it explains them.
+
+    Timed alone, an op finds its weights in the cache that its previous invoke filled; inside a
+    network whose weights exceed the cache they were evicted by the other ops in between. A probe
+    is a chain of 1x1 convolutions timed whole: its measured time minus the invoke overhead and
+    its convolutions' single-op predictions is what reloading cost. The rate is the one number
+    per reloaded byte (:func:`chain_reload_bytes`) that minimises the probes' squared relative
+    error beyond ``model.cache_bytes``, floored at 0; None with fewer than
+    :data:`MIN_RELOAD_PROBES` of them or no cache size. ``chain_mape_without`` and
+    ``chain_mape_with`` are those probes' MAPE (fraction) predicted without and with the rate;
+    ``chain_mape_in_cache`` that of the probes that fit in the cache (no reload: a check of
+    summing single-op predictions).
+    """
+    out: dict[str, Any] = {
+        "ms_per_param_byte": None,
+        "probes": len(chain_samples),
+        "probes_beyond_cache": 0,
+        "chain_mape_without": None,
+        "chain_mape_with": None,
+        "chain_mape_in_cache": None,
+    }
+    if model.cache_bytes is None or not chain_samples:
+        return out
+    rows = []  # (measured ms, predicted without reload, reload bytes)
+    for s in chain_samples:
+        layers = chain_layers(s["config"])
+        chain_ms = model.overhead_ms
+        params = []
+        for layer in layers:
+            feats = cost_features("conv2d", layer)
+            chain_ms += model.predict_op("conv2d", layer, feats)[0]
+            params.append(feats["param_bytes"])
+        rows.append((sample_latency_ms(s), chain_ms, chain_reload_bytes(params, model.cache_bytes)))
+    measured = np.array([r[0] for r in rows])
+    predicted = np.array([r[1] for r in rows])
+    reload = np.array([r[2] for r in rows])
+    beyond = reload > 0
+    out["probes_beyond_cache"] = int(beyond.sum())
+    if (~beyond).any():
+        out["chain_mape_in_cache"] = float(
+            np.mean(np.abs(predicted[~beyond] / measured[~beyond] - 1))
+        )
+    if beyond.sum() < MIN_RELOAD_PROBES:
+        return out
+    # Least squares on relative error, the criterion the trees are fitted on: minimise
+    # sum((predicted + rate * reload) / measured - 1)^2 over the probes beyond the cache.
+    x = reload[beyond] / measured[beyond]
+    rate = max(float(x @ (1.0 - predicted[beyond] / measured[beyond]) / (x @ x)), 0.0)
+    out["ms_per_param_byte"] = rate
+    out["chain_mape_without"] = float(np.mean(np.abs(predicted[beyond] / measured[beyond] - 1)))
+    with_reload = predicted[beyond] + rate * reload[beyond]
+    out["chain_mape_with"] = float(np.mean(np.abs(with_reload / measured[beyond] - 1)))
+    return out
+
+
 # Tukey bisquare constant (95% efficiency under Gaussian noise) and the MAD-to-sigma factor.
 _BISQUARE_C = 4.685
 _MAD_TO_SIGMA = 1.4826
@@ -943,7 +1075,7 @@ def fit_device_model(
     per_op: dict[str, dict[str, Any]] = {}
     for op_type in sorted(by_type):
         own = by_type[op_type]
-        if op_type == "invoke_overhead" or op_type not in OP_TYPES:
+        if op_type in PROBE_OP_TYPES or op_type not in OP_TYPES:
             continue
         if len(own) < MIN_SAMPLES_FOR_TREE:
             per_op[op_type] = {
@@ -982,11 +1114,14 @@ def fit_device_model(
     model = DeviceTimeModel(
         trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate
     )
+    reload = estimate_reload_rate(by_type.get("conv_chain", []), model)
+    model.reload_ms_per_param_byte = reload["ms_per_param_byte"]
     metrics = {
         "per_op_type": per_op,
         "overhead_ms": overhead,
         "cache_bytes": cache_bytes,
         "dram_ms_per_param_byte": dram_rate,
+        "weight_reload": reload,
         "variant": variant,
         "samples": len(samples),
         "disturbed_samples": disturbed,

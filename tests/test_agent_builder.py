@@ -54,6 +54,7 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "lstm": {"seq_len": 6, "cin": 4, "units": 8, "return_sequences": 0},
     "gru": {"seq_len": 6, "cin": 4, "units": 8, "return_sequences": 1},
     "invoke_overhead": {},
+    "conv_chain": {"h": 3, "w": 3, "c": 8, "m": 24, "depth": 3},
 }
 
 
@@ -128,8 +129,21 @@ def test_bad_configs_raise_value_error(op_type: str, config: dict[str, Any], mes
         build_op_model(op_type, config)
 
 
-# invoke_overhead is a plain 1-element ADD: the parser rightly reads it back as ``add``.
-@pytest.mark.parametrize("op_type", [t for t in OP_TYPES if t != "invoke_overhead"])
+def test_conv_chain_is_its_layers_in_order() -> None:
+    from models.features import parse_tflite
+    from models.opspace import chain_layers
+
+    config = SMALL_CONFIGS["conv_chain"]
+    ops = parse_tflite(build_op_model("conv_chain", config))
+    assert [op.op_type for op in ops] == ["conv2d"] * 3
+    assert [op.config for op in ops] == chain_layers(config)
+
+
+# invoke_overhead is a plain 1-element ADD: the parser rightly reads it back as ``add``; a
+# conv_chain reads back as its conv2d layers (above).
+@pytest.mark.parametrize(
+    "op_type", [t for t in OP_TYPES if t not in ("invoke_overhead", "conv_chain")]
+)
 def test_parse_tflite_round_trips_the_config(op_type: str) -> None:
     features = pytest.importorskip("models.features")
     if not hasattr(features, "parse_tflite"):

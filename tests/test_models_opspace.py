@@ -11,6 +11,7 @@ from models.opspace import (
     OP_TYPES,
     ConfigError,
     adaptive_configs,
+    chain_layers,
     channel_sweep_configs,
     default_campaign,
     sample_configs,
@@ -20,7 +21,7 @@ from models.opspace import (
 DOC_OP_TYPES = {
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d", "mean", "add",
     "mul", "sub", "concatenation", "pad", "softmax", "hard_swish", "logistic", "tanh", "relu",
-    "relu6", "lstm", "gru", "invoke_overhead",
+    "relu6", "lstm", "gru", "invoke_overhead", "conv_chain",
 }  # fmt: skip
 
 
@@ -78,6 +79,20 @@ def test_conv_samples_cover_real_network_widths():
     big = [c for c in configs if c["h"] >= 112]
     small = [c for c in configs if c["h"] <= 14]
     assert max(c["cout"] for c in big) < max(c["cout"] for c in small)
+
+
+def test_conv_chain_probes_span_the_cache_in_real_widths():
+    configs = sample_configs("conv_chain", 60, seed=0)
+    weights_mb = [cost_features("conv_chain", c)["param_bytes"] / 1e6 for c in configs]
+    # Both sides of any last-level cache from 1 to 16 MB, as far as mobile CNNs' weights go.
+    assert min(weights_mb) < 1.0 and max(weights_mb) > 16.0
+    assert all(c["c"] % 8 == 0 and c["m"] % 8 == 0 for c in configs)
+    layers = chain_layers({"h": 3, "c": 16, "m": 48, "depth": 3})
+    assert [(x["cin"], x["cout"]) for x in layers] == [(16, 48), (48, 16), (16, 48)]
+    assert {(x["kh"], x["stride"], x["h"], x["w"]) for x in layers} == {(1, 1, 3, 3)}
+    total = sum(cost_features("conv2d", x)["param_bytes"] for x in layers)
+    chain = {"h": 3, "c": 16, "m": 48, "depth": 3}
+    assert cost_features("conv_chain", chain)["param_bytes"] == total
 
 
 def test_default_campaign_sums_and_prioritises():

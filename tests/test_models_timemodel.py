@@ -9,11 +9,12 @@ import pytest
 
 from models.evaluation import fit_baselines, mape, within_fraction
 from models.features import OpInstance, cost_features
-from models.opspace import channel_sweep_configs, sample_configs
+from models.opspace import chain_layers, channel_sweep_configs, sample_configs
 from models.plots import conv_channel_plot_png
 from models.timemodel import (
     DeviceTimeModel,
     build_design,
+    chain_reload_bytes,
     estimate_weight_streaming,
     feature_names,
     fit_device_model,
@@ -211,6 +212,54 @@ def test_networks_beyond_the_cache_stream_their_weights():
     assert together.total_ms - model.overhead_ms == pytest.approx(4 * 3 * alone, rel=0.2)
     assert all("DRAM" in op.note for op in together.ops)
     assert DeviceTimeModel.from_dict(model.to_dict()).cache_bytes == model.cache_bytes
+
+
+# The reload time of the synthetic device: 100 ps per weight byte (10 GB/s) once a chain's
+# weights exceed its 6 MB cache.
+RELOAD_MS_PER_BYTE = 1e-7
+
+
+def _chain_probes(cache_bytes, rate=RELOAD_MS_PER_BYTE):
+    rng = np.random.default_rng(5)
+    out = []
+    for config in sample_configs("conv_chain", 40, seed=2):
+        layers = chain_layers(config)
+        params = [cost_features("conv2d", x)["param_bytes"] for x in layers]
+        convs_ms = sum(_latency("conv2d", x, rng) - OVERHEAD_MS for x in layers)
+        measured = OVERHEAD_MS + convs_ms + rate * chain_reload_bytes(params, cache_bytes)
+        out.append({"op_type": "conv_chain", "config": config,
+                    "features": cost_features("conv_chain", config),
+                    "latency": {"median_ms": measured}})  # fmt: skip
+    return out
+
+
+def test_weight_reload_rate_is_fitted_from_chain_probes_and_priced_in_networks(samples):
+    base = [*samples, *_dense_samples()]
+    without, _ = fit_device_model(base, cv=2)
+    assert without.reload_ms_per_param_byte is None  # no probes: no reload term
+    model, metrics = fit_device_model([*base, *_chain_probes(without.cache_bytes)], cv=2)
+    reload = metrics["weight_reload"]
+    assert reload["probes"] == 40 and reload["probes_beyond_cache"] >= 10
+    assert model.reload_ms_per_param_byte == pytest.approx(RELOAD_MS_PER_BYTE, rel=0.25)
+    assert reload["chain_mape_with"] < 0.5 * reload["chain_mape_without"]
+    assert "conv_chain" not in metrics["per_op_type"]  # a probe, not an op type to predict
+
+    def conv(index, cin, cout):
+        config = {"h": 3, "w": 3, "cin": cin, "cout": cout, "kh": 1, "kw": 1, "stride": 1,
+                  "padding": "same", "activation": "none"}  # fmt: skip
+        return OpInstance(index, "conv2d", config, cost_features("conv2d", config), "CONV_2D")
+
+    small = [conv(i, 256, 256) for i in range(4)]  # 1 MB of weights: stays in the cache
+    large = [conv(i, 768, 768) for i in range(4)]  # 9.4 MB: each op reloads its 2.4 MB
+    assert all(op.note == "" for op in model.predict_network(small).ops)
+    together = model.predict_network(large)
+    reloaded = large[0].features["param_bytes"] * model.reload_ms_per_param_byte
+    alone = without.predict_network(large[:1]).total_ms - without.overhead_ms
+    assert together.ops[0].predicted_ms == pytest.approx(max(alone + reloaded, 0.0), rel=0.3)
+    assert all("reload" in op.note for op in together.ops)
+    restored = DeviceTimeModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert restored.reload_ms_per_param_byte == model.reload_ms_per_param_byte
+    assert "reloaded" in model.to_dict()["network_rules"]
 
 
 def test_robust_weights_reject_contended_samples():

@@ -13,9 +13,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from models.features import TFLiteParseError, parse_tflite
-from models.opspace import adaptive_configs
+from models.opspace import PROBE_OP_TYPES, adaptive_configs
 from models.timemodel import DeviceTimeModel, fit_device_model
-from server.jobs.planning import OVERHEAD_OP_TYPE, split_adaptive_budget
+from server.jobs.planning import split_adaptive_budget
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
 from server.tables import Campaign, Job, ModelVersion
@@ -120,12 +120,12 @@ def plan_adaptive_round(session: Session, campaign: Campaign) -> list[tuple[str,
     the sum of its samples' relative errors, i.e. how much error there is to remove. Error alone
     would pour the budget into a rare op type with a handful of noisy samples; sample count alone
     would just repeat the first round. Op types the model has no error for yet get the mean error
-    of the others (1 when there is none: then the split is by sample count). ``invoke_overhead``
-    has no configuration to adapt and gets none.
+    of the others (1 when there is none: then the split is by sample count). The probes
+    (``invoke_overhead``, ``conv_chain``) have no per-op error to chase and get none.
     """
     by_type: dict[str, list[dict[str, Any]]] = {}
     for op_type in campaign.op_types:
-        if op_type == OVERHEAD_OP_TYPE:
+        if op_type in PROBE_OP_TYPES:
             continue
         samples = [sample_as_dict(s) for s in device_samples(session, campaign.device_id, op_type)]
         if samples:

@@ -31,6 +31,9 @@ class ModelRead(BaseModel):
     sample_count: int
     overhead_ms: float | None
     metrics: dict[str, Any]
+    # Network-level terms in words: invoke overhead, weight reload, DRAM floor ("" for versions
+    # stored before they were exported).
+    network_rules: str = ""
     op_types: dict[str, OpTypeModel]
 
 
@@ -47,8 +50,10 @@ class OpPrediction(BaseModel):
     config: dict[str, Any]
     predicted_ms: float
     fallback: bool
-    # Why an op costs nothing (fused into its producer, an alias), from the model.
+    # Why an op costs nothing (fused, an alias) or more than alone (reload), from the model.
     note: str = ""
+    # The part of predicted_ms spent reloading weights that the rest of the network evicted.
+    reload_ms: float = 0.0
 
 
 class Prediction(BaseModel):

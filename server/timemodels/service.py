@@ -147,6 +147,7 @@ def model_read(version: ModelVersion) -> ModelRead:
         sample_count=version.sample_count,
         overhead_ms=float(version.tree["overhead_ms"]),
         metrics=version.metrics,
+        network_rules=str(version.tree.get("network_rules", "")),
         op_types=op_types,
     )
 
