@@ -4,7 +4,7 @@ Starts embedded PostgreSQL and Redis (or uses ``DATABASE_URL``/``REDIS_URL``), a
 migrations, runs the server, the fit worker and an agent for this host's CPU as real processes,
 profiles the CPU with a campaign sized for about ten minutes on a 2-core machine, waits for the
 fitted time model, then prints predicted against measured latency for real networks and the
-model's readable rules for ``conv2d``.
+model's readable network-level rules and those of ``conv2d``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def main() -> int:
             table.add_row(op_type, str(metrics["samples"]), shown)
         console.print(table)
         console.print(_compare_networks(client, device["id"]))
-        console.print("[bold]conv2d rules[/] (GET /models/{device}):")
+        console.print("[bold]network rules[/] (GET /models/{device}):")
+        console.print(model.get("network_rules", ""), markup=False, highlight=False)
+        console.print("[bold]conv2d rules[/]:")
         console.print(model["op_types"]["conv2d"]["rules"], markup=False, highlight=False)
     finally:
         processes.stop_all()

@@ -101,6 +101,13 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         The chosen pruning strength (fraction of the root error per extra leaf).
     n_features_in_ : int
         Number of columns seen in ``fit``.
+
+    Notes
+    -----
+    Every node keeps the largest value of each cost feature among its samples (``x_max``). A
+    row is priced by its leaf only where each feature the leaf weighs is at most
+    :data:`EXTRAPOLATION_LIMIT` times that; otherwise by the nearest ancestor for which it is
+    (the root prices the rest), so a leaf fitted on a narrow range never extrapolates far.
     """
 
     def __init__(
@@ -201,12 +208,15 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return self._node(X, y, w, depth=0)
 
     def _node(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, depth: int) -> Node:
-        coef, intercept, error = _leaf_fit(X[:, self.cost_indices_], y, w)
+        Z = X[:, self.cost_indices_]
+        coef, intercept, error = _leaf_fit(Z, y, w)
         node: Node = {
             "n": len(y),
             "coef": coef.tolist(),
             "intercept": intercept,
             "error": error,
+            # Largest value of each cost feature among the node's samples: how far it is trusted.
+            "x_max": Z.max(axis=0).tolist() if len(y) else [0.0] * Z.shape[1],
         }
         if depth >= self.max_depth or len(y) < 2 * self.min_samples_leaf or error <= 0:
             return node
@@ -464,20 +474,47 @@ def _condition_text(split: dict[str, Any], names: Sequence[str]) -> tuple[str, s
     return f"{name} mod {int(value)} == 0", f"{name} mod {int(value)} != 0"
 
 
+# A node's linear model prices a row only where each cost feature it weighs (coefficient > 0) is
+# at most this many times the largest value among the node's own samples; beyond, the row is
+# priced by the nearest ancestor that saw such values (the root prices whatever is left). A leaf
+# of 11 large-activation 1x1 convs weighed param_bytes at 22 us per byte, harmless on its own
+# samples (tiny weights) and 100x too slow for a 5 MB 1x1 conv on one pixel (model version 3 of
+# the 2026-11-29 10:06 campaign; its x_max was 29 KB). A GEMM's time is linear in its size, so
+# moderate extrapolation is the point of linear leaves. 8x by 2-split CV on the two latest
+# 2500-sample campaigns: conv2d 5.03 -> 4.86% and 5.73 -> 5.72% against no limit (2x: 5.36%,
+# 4x: 4.95% on the first), depthwise and dense within 0.1 point.
+EXTRAPOLATION_LIMIT = 8.0
+
+
+def _in_range(node: Node, Z: np.ndarray) -> np.ndarray:
+    """Rows of cost features ``Z`` within the range node's model is trusted on."""
+    if "x_max" not in node:  # trees stored before ranges were kept: trusted everywhere
+        return np.ones(Z.shape[0], dtype=bool)
+    weighed = np.asarray(node["coef"]) > 0
+    limit = EXTRAPOLATION_LIMIT * np.asarray(node["x_max"])[weighed]
+    return np.asarray(np.all(Z[:, weighed] <= limit, axis=1))
+
+
 def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:
     out = np.zeros(X.shape[0])
+    Z = X[:, cost_indices]
 
-    def walk(node: Node, rows: np.ndarray) -> None:
+    def price(node: Node, rows: np.ndarray, everything: bool = False) -> np.ndarray:
+        """Price the rows within ``node``'s range; return the others."""
+        ok = np.ones(rows.size, dtype=bool) if everything else _in_range(node, Z[rows])
+        out[rows[ok]] = Z[rows[ok]] @ np.asarray(node["coef"]) + node["intercept"]
+        return rows[~ok]
+
+    def walk(node: Node, rows: np.ndarray, root: bool = False) -> np.ndarray:
         if rows.size == 0:
-            return
+            return rows
         if "split" not in node:
-            out[rows] = X[np.ix_(rows, cost_indices)] @ np.asarray(node["coef"]) + node["intercept"]
-            return
+            return price(node, rows, root)
         mask = _split_mask(node["split"], X[rows])
-        walk(node["left"], rows[mask])
-        walk(node["right"], rows[~mask])
+        rest = np.concatenate([walk(node["left"], rows[mask]), walk(node["right"], rows[~mask])])
+        return price(node, rest, root) if rest.size else rest
 
-    walk(tree, np.arange(X.shape[0]))
+    walk(tree, np.arange(X.shape[0]), root=True)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -145,3 +146,27 @@ def test_one_wild_held_out_row_does_not_prune_a_good_tree(monkeypatch):
     est = TreeLinearRegressor(cost_features=[0], split_features=[1], cv=[(everything, everything)])
     est.fit(X, y)
     assert est.n_leaves_ == 2 and est.alpha_ < 0.1
+
+
+def test_a_leaf_is_not_extrapolated_far_beyond_its_samples():
+    rng = np.random.default_rng(4)
+    n = 200
+    kind = np.r_[np.zeros(n), np.ones(n)]
+    a = rng.uniform(1, 10, 2 * n)
+    # Kind 0 saw b only up to 1 (and weighs it heavily); kind 1 saw b up to 1000.
+    b = np.where(kind == 0, rng.uniform(0, 1, 2 * n), rng.uniform(0, 1000, 2 * n))
+    y = np.where(kind == 0, a + 50 * b, a + 0.01 * b)
+    est = TreeLinearRegressor(cost_features=[0, 1], split_features=[2], cv=0).fit(
+        np.c_[a, b, kind], y
+    )
+    leaf = est.tree_["left"]
+    assert est.tree_["split"]["feature"] == 2 and leaf["coef"][1] > 10 and leaf["x_max"][1] <= 1
+    near, far = np.array([[5.0, 1.5, 0.0]]), np.array([[5.0, 500.0, 0.0]])
+    # Within EXTRAPOLATION_LIMIT (8x) of its samples' range the leaf's own line; far beyond, the
+    # root's.
+    assert est.predict(near)[0] == pytest.approx(5.0 * leaf["coef"][0] + 1.5 * leaf["coef"][1]
+                                                 + leaf["intercept"])  # fmt: skip
+    root = est.tree_
+    expected = 5.0 * root["coef"][0] + 500.0 * root["coef"][1] + root["intercept"]
+    assert est.predict(far)[0] == pytest.approx(expected)
+    assert est.predict(far)[0] < 0.1 * (5.0 + 50 * 500.0)

@@ -138,7 +138,8 @@ def test_fit_task_makes_a_model_version(
     assert model["sample_count"] == campaign["samples_requested"]
     assert {"conv2d", "fully_connected", "add"} <= set(model["op_types"])
     assert model["op_types"]["conv2d"]["rules"]
-    assert "networks" in model["metrics"]
+    assert model["network_rules"].startswith("network: t = sum of op times")
+    assert "networks" in model["metrics"] and "weight_reload" in model["metrics"]
     assert run_fit(device["id"]) is None  # nothing new: no new version
     versions = client.get(f"/models/{device['id']}/versions").json()
     assert [v["version"] for v in versions] == [model["version"]]
@@ -159,6 +160,7 @@ def test_fit_task_makes_a_model_version(
     assert prediction["version"] == refitted["version"]
     assert [op["op_type"] for op in prediction["ops"]] == ["conv2d"]
     assert prediction["ops"][0]["predicted_ms"] > 0
+    assert prediction["ops"][0]["reload_ms"] == 0.0  # a tiny network stays in the cache
     assert prediction["total_ms"] == pytest.approx(
         prediction["overhead_ms"] + prediction["ops"][0]["predicted_ms"]
     )
