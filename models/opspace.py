@@ -563,8 +563,9 @@ CAMPAIGN_WEIGHTS: dict[str, float] = {
     "lstm": 0.055,
     "gru": 0.055,
     "invoke_overhead": 0.02,
-    # ~40 of a 2500-sample campaign, about half beyond an 8 MB cache: one number (the reload
-    # time per byte) is fitted from those.
+    # ~32 of the 2000 drawn samples of a 2500-sample campaign (the adaptive round skips probes);
+    # 11 of the 31 of the 2026-11-29 10:06 campaign were beyond its 6.8 MB cache knee, and one
+    # number (the reload time per byte) is fitted from those.
     "conv_chain": 0.016,
 }
 
