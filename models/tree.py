@@ -503,7 +503,8 @@ def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:
         """Price the rows within ``node``'s range; return the others."""
         ok = np.ones(rows.size, dtype=bool) if everything else _in_range(node, Z[rows])
         out[rows[ok]] = Z[rows[ok]] @ np.asarray(node["coef"]) + node["intercept"]
-        return rows[~ok]
+        rest: np.ndarray = rows[~ok]
+        return rest
 
     def walk(node: Node, rows: np.ndarray, root: bool = False) -> np.ndarray:
         if rows.size == 0:

@@ -16,6 +16,12 @@ OVERHEAD_OP_TYPE = "invoke_overhead"
 # Every campaign measures the fixed cost of one invoke() a few times: the network prediction adds
 # it once per network, so each device model needs it even when the user asked for conv2d only.
 MIN_OVERHEAD_SAMPLES = 10
+CHAIN_OP_TYPE = "conv_chain"
+# A campaign that draws conv_chain probes draws at least this many: the reload rate needs
+# models.timemodel.MIN_RELOAD_PROBES (5) of them beyond the cache, and about a third fall there
+# (11 of 31 in the 2026-11-29 10:06 campaign, cache knee 6.8 MB; the 800-sample `make demo`
+# at 11:12 drew 9, 4 beyond its 4.2 MB knee).
+MIN_CHAIN_PROBES = 16
 # A campaign that profiles conv2d with at least this budget also sweeps output channels densely
 # (8..128, step 1) on the DESIGN.md evidence layer: the sweep shows where time steps with width,
 # which the conv rules and the plot must show. Smaller budgets sweep every 4th width.
@@ -54,7 +60,8 @@ def plan_campaign(
     """Plan a campaign of about ``samples`` op configurations of ``op_types`` on one device.
 
     The budget is split with :func:`models.opspace.default_campaign`; ``invoke_overhead`` gets at
-    least :data:`MIN_OVERHEAD_SAMPLES` (added to the budget where the split gave fewer). The
+    least :data:`MIN_OVERHEAD_SAMPLES` and ``conv_chain``, when asked for, at least
+    :data:`MIN_CHAIN_PROBES` (added to the budget where the split gave fewer). The
     configurations are shuffled with ``seed`` so that every job mixes op types: a fit made in the
     middle of a campaign already sees all of them. ``extra_configs`` (validated by the caller)
     are measured too.
@@ -62,6 +69,8 @@ def plan_campaign(
     sweep = conv_sweep(op_types, samples)
     counts = default_campaign(samples - len(sweep), list(op_types)) if samples else {}
     counts[OVERHEAD_OP_TYPE] = max(counts.get(OVERHEAD_OP_TYPE, 0), MIN_OVERHEAD_SAMPLES)
+    if CHAIN_OP_TYPE in op_types and samples:
+        counts[CHAIN_OP_TYPE] = max(counts.get(CHAIN_OP_TYPE, 0), MIN_CHAIN_PROBES)
     counts = {op_type: n for op_type, n in counts.items() if n > 0}
     drawn: list[tuple[str, dict[str, Any]]] = []
     for op_type, n in counts.items():
