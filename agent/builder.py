@@ -129,17 +129,6 @@ def _graph(op_type: str, c: Mapping[str, Any]) -> _Graph:
         kh, kw, stride = int(c["kh"]), int(c["kw"]), int(c["stride"])
         padding, act = _padding(c["padding"]), _activation(c["activation"])
         oh, ow = _window_out(c)
-
-        def conv_options(b: flatbuffers.Builder) -> int:
-            tflite.Conv2DOptionsStart(b)
-            tflite.Conv2DOptionsAddPadding(b, padding)
-            tflite.Conv2DOptionsAddStrideW(b, stride)
-            tflite.Conv2DOptionsAddStrideH(b, stride)
-            tflite.Conv2DOptionsAddFusedActivationFunction(b, act)
-            tflite.Conv2DOptionsAddDilationWFactor(b, 1)
-            tflite.Conv2DOptionsAddDilationHFactor(b, 1)
-            return int(tflite.Conv2DOptionsEnd(b))
-
         tensors = (
             _Tensor("input", (1, h, w, cin)),
             _Tensor(
@@ -148,7 +137,14 @@ def _graph(op_type: str, c: Mapping[str, Any]) -> _Graph:
             _Tensor("bias", (cout,), _weights(rng, (cout,), 1)),
             _Tensor("output", (1, oh, ow, cout)),
         )
-        return _Graph(ops.CONV_2D, tensors, (0, 1, 2), (3,), kinds.Conv2DOptions, conv_options)
+        return _Graph(
+            ops.CONV_2D,
+            tensors,
+            (0, 1, 2),
+            (3,),
+            kinds.Conv2DOptions,
+            _conv2d_options(padding, stride, act),
+        )
     if op_type == "depthwise_conv2d":
         h, w, cin, mult = int(c["h"]), int(c["w"]), int(c["cin"]), int(c["multiplier"])
         kh, kw, stride = int(c["kh"]), int(c["kw"]), int(c["stride"])
@@ -324,16 +320,6 @@ def _chain_graph(c: Mapping[str, Any], rng: np.random.Generator) -> _Graph:
         n = len(tensors)
         operators.append(((source, n - 3, n - 2), (n - 1,)))
 
-    def conv_options(b: flatbuffers.Builder) -> int:
-        tflite.Conv2DOptionsStart(b)
-        tflite.Conv2DOptionsAddPadding(b, tflite.Padding.SAME)
-        tflite.Conv2DOptionsAddStrideW(b, 1)
-        tflite.Conv2DOptionsAddStrideH(b, 1)
-        tflite.Conv2DOptionsAddFusedActivationFunction(b, tflite.ActivationFunctionType.NONE)
-        tflite.Conv2DOptionsAddDilationWFactor(b, 1)
-        tflite.Conv2DOptionsAddDilationHFactor(b, 1)
-        return int(tflite.Conv2DOptionsEnd(b))
-
     (first_in, first_out), *rest = operators
     return _Graph(
         tflite.BuiltinOperator.CONV_2D,
@@ -341,9 +327,25 @@ def _chain_graph(c: Mapping[str, Any], rng: np.random.Generator) -> _Graph:
         first_in,
         first_out,
         tflite.BuiltinOptions.Conv2DOptions,
-        conv_options,
+        _conv2d_options(tflite.Padding.SAME, 1, tflite.ActivationFunctionType.NONE),
         tuple(rest),
     )
+
+
+def _conv2d_options(padding: int, stride: int, activation: int) -> OptionsWriter:
+    """Writer of CONV_2D options (no dilation), shared by single convs and chains."""
+
+    def write(b: flatbuffers.Builder) -> int:
+        tflite.Conv2DOptionsStart(b)
+        tflite.Conv2DOptionsAddPadding(b, padding)
+        tflite.Conv2DOptionsAddStrideW(b, stride)
+        tflite.Conv2DOptionsAddStrideH(b, stride)
+        tflite.Conv2DOptionsAddFusedActivationFunction(b, activation)
+        tflite.Conv2DOptionsAddDilationWFactor(b, 1)
+        tflite.Conv2DOptionsAddDilationHFactor(b, 1)
+        return int(tflite.Conv2DOptionsEnd(b))
+
+    return write
 
 
 def _binary_op(op_type: str) -> tuple[int, int, OptionsWriter]:
