@@ -15,10 +15,12 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agent.devices import local_device
+from fdiot.cli import disturbed_warning
 from fdiot.client import FarmClient
 from fdiot.processes import FarmProcesses, reserve_measurement_core
 from fdiot.settings import get_settings
@@ -113,7 +115,11 @@ def main() -> int:
         console.print(
             f"campaign {campaign['status']}: {campaign['samples_done']} samples "
             f"in {(time.monotonic() - started) / 60:.1f} min"
+            f" ({campaign.get('samples_disturbed', 0)} left out as disturbed)"
         )
+        warning = disturbed_warning(campaign)
+        if warning:
+            console.print(f"[yellow]{escape(warning)}[/yellow]")
         try:
             model = client.wait_model(
                 device["id"], min_samples=campaign["samples_done"], timeout_s=600

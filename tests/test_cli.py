@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fdiot.cli import app
+from fdiot.cli import app, disturbed_warning
 from fdiot.client import FarmClient, FarmError
 from fdiot.settings import get_settings
 
@@ -111,3 +111,12 @@ def test_client_raises_farm_error_with_status_zero(dead_url: str) -> None:
         client.devices()
     assert caught.value.status_code == 0
     assert dead_url in caught.value.detail
+
+
+def test_a_noisy_campaign_is_called_out() -> None:
+    quiet = {"samples_done": 2500, "samples_disturbed": 16}
+    assert disturbed_warning(quiet) is None
+    assert disturbed_warning({"samples_done": 0, "samples_disturbed": 0}) is None
+    noisy = {"samples_done": 2500, "samples_disturbed": 688}
+    warning = disturbed_warning(noisy)
+    assert warning is not None and "688 of 2500 samples (28%)" in warning

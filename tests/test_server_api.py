@@ -409,6 +409,8 @@ def test_job_lifecycle_finishes_the_campaign_and_requests_a_fit(
         job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
         client.post(f"/agent/jobs/{job_id}/start", headers=agent)
         samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
+        if job_id == last_job:  # the agent's flag for a sample still disturbed after its attempts
+            samples[0]["environment"] = {"quiet": False, "canary_ratio": 1.6}
         client.post(f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent)
         if job_id == last_job:
             response = client.post(
@@ -422,6 +424,7 @@ def test_job_lifecycle_finishes_the_campaign_and_requests_a_fit(
     assert finished["status"] == "done" and finished["finished_at"] is not None
     assert finished["jobs_failed"] == 1 and finished["jobs_done"] == len(first_jobs)
     assert finished["samples_done"] == finished["samples_requested"]
+    assert finished["samples_disturbed"] == 1  # stored (so counted as done), left out of fits
     # A finished job cannot be started or completed again.
     assert client.post(f"/agent/jobs/{last_job}/start", headers=agent).status_code == 409
     with get_sessionmaker()() as session:

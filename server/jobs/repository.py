@@ -80,6 +80,7 @@ def get_campaign(session: Session, campaign_id: int) -> Campaign | None:
 @dataclass(frozen=True)
 class CampaignProgress:
     samples_done: int
+    samples_disturbed: int
     jobs_total: int
     jobs_done: int
     jobs_failed: int
@@ -90,13 +91,17 @@ def campaign_progress(session: Session, campaign_id: int) -> CampaignProgress:
     rows = session.execute(
         select(Job.id, Job.status).where(Job.campaign_id == campaign_id).order_by(Job.id)
     ).all()
-    samples_done = session.scalar(
-        select(func.count(Sample.id))
+    # The agent flags a sample still disturbed after its attempts with environment.quiet = false
+    # (agent/runner.py); the fitter leaves those out (models.timemodel.quiet_samples).
+    disturbed = Sample.environment["quiet"].as_boolean().is_(False)
+    samples_done, samples_disturbed = session.execute(
+        select(func.count(Sample.id), func.count(Sample.id).filter(disturbed))
         .join(Job, Job.id == Sample.job_id)
         .where(Job.campaign_id == campaign_id)
-    )
+    ).one()
     return CampaignProgress(
         samples_done=int(samples_done or 0),
+        samples_disturbed=int(samples_disturbed or 0),
         jobs_total=len(rows),
         jobs_done=sum(1 for _, s in rows if s == "done"),
         jobs_failed=sum(1 for _, s in rows if s == "failed"),

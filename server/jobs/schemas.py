@@ -61,6 +61,9 @@ class CampaignRead(BaseModel):
     seed: int
     samples_requested: int
     samples_done: int
+    # Samples the agent measured on a disturbed host (slow canary, or its core shared) after every
+    # attempt: stored, but left out of the fit. A large share means a noisy host.
+    samples_disturbed: int
     jobs_total: int
     jobs_done: int
     jobs_failed: int

@@ -103,6 +103,7 @@ def campaign_read(session: Session, campaign: Campaign) -> CampaignRead:
         seed=campaign.seed,
         samples_requested=campaign.samples_requested,
         samples_done=progress.samples_done,
+        samples_disturbed=progress.samples_disturbed,
         jobs_total=progress.jobs_total,
         jobs_done=progress.jobs_done,
         jobs_failed=progress.jobs_failed,
