@@ -108,6 +108,9 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     row is priced by its leaf only where each feature the leaf weighs is at most
     :data:`EXTRAPOLATION_LIMIT` times that; otherwise by the nearest ancestor for which it is
     (the root prices the rest), so a leaf fitted on a narrow range never extrapolates far.
+    It also keeps the largest share of its prediction each term took among its samples
+    (``share_max``); a row where a term's share exceeds that by more than :data:`SHARE_SLACK`
+    (a mix of features the node never saw) goes to the ancestor in the same way.
     """
 
     def __init__(
@@ -217,6 +220,10 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             "error": error,
             # Largest value of each cost feature among the node's samples: how far it is trusted.
             "x_max": Z.max(axis=0).tolist() if len(y) else [0.0] * Z.shape[1],
+            # Largest share of the node's prediction each term took among those samples.
+            "share_max": _term_shares(Z, coef, intercept).max(axis=0).tolist()
+            if len(y)
+            else [1.0] * Z.shape[1],
         }
         if depth >= self.max_depth or len(y) < 2 * self.min_samples_leaf or error <= 0:
             return node
@@ -486,13 +493,40 @@ def _condition_text(split: dict[str, Any], names: Sequence[str]) -> tuple[str, s
 EXTRAPOLATION_LIMIT = 8.0
 
 
+# ... and only where no term it weighs takes a share of the row's prediction more than this above
+# the largest share that term took among the node's samples. The per-feature limit above cannot
+# see a row whose features are each in range but whose mix is not: a conv2d leaf whose samples'
+# time param_bytes explained at most part of (large convs, where weights and FLOPs grow
+# together) weighed it at 0.85 ns per byte, and priced 7x7 valid convs on a 7x7 input (one
+# output pixel, 8.3-9.5 MB of weights, 0.63-0.93 ms measured) at 7.5-8.5 ms, 94% of it weights.
+# On that held-out third of the 2026-11-29 10:06 campaign, conv2d MAPE 18.7% (max 1096%) ->
+# 5.5% (max 58%); 3-split CV (2 seeds) of conv2d / depthwise / dense: 5.49 / 8.00 / 6.64% ->
+# 5.52 / 8.00 / 6.54% on that campaign, 6.48 / 11.83 / 7.81% -> 6.68 / 11.83 / 7.81% on the one
+# of 07:31, 7.81 / 11.41 / 9.25% -> 7.81 / 11.17 / 9.25% on the noisy one of 11:58. 0.2 was the
+# first value tried; no other was.
+SHARE_SLACK = 0.2
+
+
+def _term_shares(Z: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+    """Share of each row's prediction ``Z @ coef + intercept`` taken by each term (0 if none)."""
+    terms = Z * np.asarray(coef)
+    total = terms.sum(axis=1) + intercept
+    shares: np.ndarray = terms / np.where(total > 0, total, np.inf)[:, None]
+    return shares
+
+
 def _in_range(node: Node, Z: np.ndarray) -> np.ndarray:
     """Rows of cost features ``Z`` within the range node's model is trusted on."""
     if "x_max" not in node:  # trees stored before ranges were kept: trusted everywhere
         return np.ones(Z.shape[0], dtype=bool)
-    weighed = np.asarray(node["coef"]) > 0
+    coef = np.asarray(node["coef"])
+    weighed = coef > 0
     limit = EXTRAPOLATION_LIMIT * np.asarray(node["x_max"])[weighed]
-    return np.asarray(np.all(Z[:, weighed] <= limit, axis=1))
+    ok = np.all(Z[:, weighed] <= limit, axis=1)
+    if "share_max" in node:  # stored before shares were kept: the value limit only
+        shares = _term_shares(Z, coef, float(node["intercept"]))[:, weighed]
+        ok &= np.all(shares <= np.asarray(node["share_max"])[weighed] + SHARE_SLACK, axis=1)
+    return np.asarray(ok)
 
 
 def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:

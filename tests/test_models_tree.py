@@ -170,3 +170,31 @@ def test_a_leaf_is_not_extrapolated_far_beyond_its_samples():
     expected = 5.0 * root["coef"][0] + 500.0 * root["coef"][1] + root["intercept"]
     assert est.predict(far)[0] == pytest.approx(expected)
     assert est.predict(far)[0] < 0.1 * (5.0 + 50 * 500.0)
+
+
+def test_a_leaf_does_not_price_a_mix_of_features_it_never_saw():
+    rng = np.random.default_rng(5)
+    n = 200
+    kind = np.r_[np.zeros(n), np.ones(n)]
+    # Kind 0's time is a + b with a always the larger part (b's share of it at most ~0.5).
+    a = np.where(kind == 0, rng.uniform(10, 20, 2 * n), rng.uniform(0, 20, 2 * n))
+    b = rng.uniform(1, 10, 2 * n)
+    y = np.where(kind == 0, a + b, 3 * a + 0.1 * b)
+    est = TreeLinearRegressor(cost_features=[0, 1], split_features=[2], cv=0).fit(
+        np.c_[a, b, kind], y
+    )
+    leaf, root = est.tree_["left"], est.tree_
+    assert est.tree_["split"]["feature"] == 2 and leaf["coef"][1] > 0.5
+    assert leaf["share_max"][1] < 0.6
+    # Both values within the leaf's range, but b would be ~95% of the leaf's price: the root's.
+    odd, usual = np.array([[0.5, 10.0, 0.0]]), np.array([[15.0, 5.0, 0.0]])
+    assert est.predict(usual)[0] == pytest.approx(15.0 * leaf["coef"][0] + 5.0 * leaf["coef"][1]
+                                                  + leaf["intercept"])  # fmt: skip
+    expected = 0.5 * root["coef"][0] + 10.0 * root["coef"][1] + root["intercept"]
+    assert est.predict(odd)[0] == pytest.approx(expected)
+    # A tree stored before shares were kept still prices the row with its leaf.
+    for node in (est.tree_, leaf, est.tree_["right"]):
+        del node["share_max"]
+    assert est.predict(odd)[0] == pytest.approx(
+        0.5 * leaf["coef"][0] + 10.0 * leaf["coef"][1] + leaf["intercept"]
+    )
