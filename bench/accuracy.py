@@ -357,7 +357,8 @@ def report(
         console.print(
             f"weight reload beyond a {(run.get('cache_bytes') or 0) / 1e6:.2f} MB cache: "
             f"{'-' if rate is None else f'{rate * 1e9:.1f} ps/byte'} from "
-            f"{reload.get('probes_beyond_cache')} of {reload.get('probes')} conv_chain probes; "
+            f"{reload.get('probes_beyond_cache')} of {reload.get('probes')} conv_chain probes "
+            f"({reload.get('probes_with_singles', 0)} with their layers measured alone); "
             f"their MAPE {_fmt_fraction(reload.get('chain_mape_without'))}% without, "
             f"{_fmt_fraction(reload.get('chain_mape_with'))}% with it; probes within the cache "
             f"{_fmt_fraction(reload.get('chain_mape_in_cache'))}%"

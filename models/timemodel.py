@@ -8,6 +8,7 @@ Op types without a fitted tree get a fallback from the fitted bandwidth and FLOP
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -880,6 +881,11 @@ def estimate_weight_streaming(
 MIN_RELOAD_PROBES = 5
 
 
+def _config_key(config: Mapping[str, Any]) -> str:
+    """A configuration as a canonical string (equal configurations, equal keys)."""
+    return json.dumps(dict(config), sort_keys=True)
+
+
 def chain_reload_bytes(param_bytes: Sequence[float], cache_bytes: float) -> float:
     """Weight bytes reloaded at every invoke of ops with ``param_bytes`` run in turn: those of the
     ops whose weights fit in the cache alone, once all of them together exceed it (0 before)."""
@@ -889,7 +895,9 @@ def chain_reload_bytes(param_bytes: Sequence[float], cache_bytes: float) -> floa
 
 
 def estimate_reload_rate(
-    chain_samples: Sequence[Mapping[str, Any]], model: DeviceTimeModel
+    chain_samples: Sequence[Mapping[str, Any]],
+    model: DeviceTimeModel,
+    conv_samples: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Reload time per weight byte (ms) from ``conv_chain`` probes, and how well it explains them.
 
@@ -903,10 +911,19 @@ def estimate_reload_rate(
     ``chain_mape_with`` are those probes' MAPE (fraction) predicted without and with the rate;
     ``chain_mape_in_cache`` that of the probes that fit in the cache (no reload: a check of
     summing single-op predictions).
+
+    Where every layer of a probe was also measured alone (``conv_samples``, conv2d samples with
+    the same configuration: the planner adds them beside each probe), the probe's sum is those
+    measurements instead of the trees' predictions (``probes_with_singles`` counts them): the
+    rate is then what the chain adds over its own layers, not also the trees' error on them.
+    Re-measuring the 31 probes of the 2026-11-29 09:40 campaign with their layers: 31.3 ps per
+    byte from the measured layers, 54.8 and 26.8 from two trees' predictions of them (one of them
+    under-predicted a 26.8 MB chain's convs 3x).
     """
     out: dict[str, Any] = {
         "ms_per_param_byte": None,
         "probes": len(chain_samples),
+        "probes_with_singles": 0,
         "probes_beyond_cache": 0,
         "chain_mape_without": None,
         "chain_mape_with": None,
@@ -914,14 +931,23 @@ def estimate_reload_rate(
     }
     if model.cache_bytes is None or not chain_samples:
         return out
-    rows = []  # (measured ms, predicted without reload, reload bytes)
+    singles: dict[str, list[float]] = {}
+    for c in conv_samples:
+        singles.setdefault(_config_key(c.get("config", {})), []).append(sample_latency_ms(c))
+    rows = []  # (measured ms, its layers' time without reload, reload bytes)
     for s in chain_samples:
         layers = chain_layers(s["config"])
+        keys = [_config_key(layer) for layer in layers]
+        has_singles = all(k in singles for k in keys)
+        out["probes_with_singles"] += int(has_singles)
         chain_ms = model.overhead_ms
         params = []
-        for layer in layers:
+        for layer, key in zip(layers, keys, strict=True):
             feats = cost_features("conv2d", layer)
-            chain_ms += model.predict_op("conv2d", layer, feats)[0]
+            if has_singles:  # each single's median includes one invoke overhead
+                chain_ms += float(np.median(singles[key])) - model.overhead_ms
+            else:
+                chain_ms += model.predict_op("conv2d", layer, feats)[0]
             params.append(feats["param_bytes"])
         rows.append((sample_latency_ms(s), chain_ms, chain_reload_bytes(params, model.cache_bytes)))
     measured = np.array([r[0] for r in rows])
@@ -1114,7 +1140,7 @@ def fit_device_model(
     model = DeviceTimeModel(
         trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate
     )
-    reload = estimate_reload_rate(by_type.get("conv_chain", []), model)
+    reload = estimate_reload_rate(by_type.get("conv_chain", []), model, by_type.get("conv2d", []))
     model.reload_ms_per_param_byte = reload["ms_per_param_byte"]
     metrics = {
         "per_op_type": per_op,

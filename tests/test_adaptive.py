@@ -277,3 +277,21 @@ def test_small_campaigns_still_draw_enough_chain_probes() -> None:
     assert len(drawn) == MIN_CHAIN_PROBES
     assert plan_campaign(list(OP_TYPES), 2000, seed=1, job_size=50).counts["conv_chain"] >= 30
     assert "conv_chain" not in plan_campaign(["conv2d"], 100, seed=1, job_size=50).counts
+
+
+def test_each_chain_probe_is_followed_by_its_layers_alone() -> None:
+    from models.opspace import OP_TYPES, chain_layers
+    from server.jobs.planning import plan_campaign
+
+    plan = plan_campaign(list(OP_TYPES), 640, seed=3, job_size=50)
+    drawn = [(c["op_type"], c["config"]) for job in plan.jobs for c in job]
+    assert plan.total_samples == len(drawn)
+    assert plan.counts["conv2d"] == sum(1 for op_type, _ in drawn if op_type == "conv2d")
+    probes = [i for i, (op_type, _) in enumerate(drawn) if op_type == "conv_chain"]
+    assert probes
+    for i in probes:
+        layers = []
+        for layer in chain_layers(drawn[i][1]):
+            if layer not in layers:
+                layers.append(layer)
+        assert drawn[i + 1 : i + 1 + len(layers)] == [("conv2d", layer) for layer in layers]

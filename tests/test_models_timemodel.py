@@ -15,6 +15,7 @@ from models.timemodel import (
     DeviceTimeModel,
     build_design,
     chain_reload_bytes,
+    estimate_reload_rate,
     estimate_weight_streaming,
     feature_names,
     fit_device_model,
@@ -260,6 +261,37 @@ def test_weight_reload_rate_is_fitted_from_chain_probes_and_priced_in_networks(s
     restored = DeviceTimeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     assert restored.reload_ms_per_param_byte == model.reload_ms_per_param_byte
     assert "reloaded" in model.to_dict()["network_rules"]
+
+
+def test_reload_rate_uses_the_probes_layers_measured_alone(samples):
+    model, _ = fit_device_model([*samples, *_dense_samples()], cv=2)
+    assert model.cache_bytes is not None
+
+    def predicted(layer):
+        return model.predict_op("conv2d", layer, cost_features("conv2d", layer))[0]
+
+    # The trees under-predict these layers by a third; measured alone they show their real time.
+    singles, probes = {}, []
+    for config in sample_configs("conv_chain", 40, seed=2):
+        layers = chain_layers(config)
+        for layer in layers:
+            singles[json.dumps(layer, sort_keys=True)] = {
+                "op_type": "conv2d", "config": layer,
+                "latency": {"median_ms": model.overhead_ms + 1.5 * predicted(layer)},
+            }  # fmt: skip
+        params = [cost_features("conv2d", x)["param_bytes"] for x in layers]
+        reload_ms = RELOAD_MS_PER_BYTE * chain_reload_bytes(params, model.cache_bytes)
+        measured = model.overhead_ms + sum(1.5 * predicted(x) for x in layers) + reload_ms
+        probes.append({"op_type": "conv_chain", "config": config,
+                       "latency": {"median_ms": measured}})  # fmt: skip
+    paired = estimate_reload_rate(probes, model, list(singles.values()))
+    assert paired["probes_with_singles"] == 40 and paired["probes_beyond_cache"] >= 10
+    assert paired["ms_per_param_byte"] == pytest.approx(RELOAD_MS_PER_BYTE, rel=1e-6)
+    assert paired["chain_mape_with"] == pytest.approx(0.0, abs=1e-9)
+    # Without the singles the rate also absorbs the trees' error on the layers.
+    alone = estimate_reload_rate(probes, model)
+    assert alone["probes_with_singles"] == 0
+    assert alone["ms_per_param_byte"] > 1.1 * RELOAD_MS_PER_BYTE  # 1.25x here
 
 
 def test_robust_weights_reject_contended_samples():

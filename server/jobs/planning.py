@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.opspace import channel_sweep_configs, default_campaign, sample_configs
+from models.opspace import (
+    chain_layers,
+    channel_sweep_configs,
+    default_campaign,
+    sample_configs,
+    validate_config,
+)
 
 OVERHEAD_OP_TYPE = "invoke_overhead"
 # Every campaign measures the fixed cost of one invoke() a few times: the network prediction adds
@@ -79,10 +85,37 @@ def plan_campaign(
     if sweep:
         counts["conv2d"] = counts.get("conv2d", 0) + len(sweep)
     random.Random(seed).shuffle(drawn)
+    before = len(drawn)
+    drawn = with_probe_layers(drawn)
+    if len(drawn) > before:
+        counts["conv2d"] = counts.get("conv2d", 0) + len(drawn) - before
     drawn.extend(extra_configs)
     for op_type, _config in extra_configs:
         counts[op_type] = counts.get(op_type, 0) + 1
     return CampaignPlan(counts=counts, jobs=chunk_jobs(drawn, job_size))
+
+
+def with_probe_layers(
+    drawn: Sequence[tuple[str, dict[str, Any]]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """``drawn`` with each ``conv_chain`` probe followed by its distinct layers as conv2d samples.
+
+    The fitter prices a probe's reload as its measured time minus its layers' time alone
+    (models.timemodel.estimate_reload_rate); measured right after the probe, those layers give
+    that time without the trees' error on them or the host's drift in between. One or two per
+    probe (a chain alternates c -> m and m -> c), ~60 conv2d samples in a default campaign.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    for op_type, config in drawn:
+        out.append((op_type, config))
+        if op_type != CHAIN_OP_TYPE:
+            continue
+        seen: list[dict[str, Any]] = []
+        for layer in chain_layers(config):
+            if layer not in seen:
+                seen.append(layer)
+                out.append(("conv2d", validate_config("conv2d", layer)))
+    return out
 
 
 def chunk_jobs(
