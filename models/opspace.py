@@ -482,6 +482,11 @@ def _sample_chain(rng: np.random.Generator) -> dict[str, Any]:
     return {"h": h, "w": h, "c": min(c, WIDTH[1]), "m": m, "depth": depth}
 
 
+def config_key(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A configuration as a hashable key: equal configurations, equal keys."""
+    return tuple(sorted(config.items()))
+
+
 def chain_layers(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The conv2d configurations of a ``conv_chain`` probe, in order (c -> m -> c -> ...)."""
     c = fill_defaults("conv_chain", config)
@@ -696,7 +701,7 @@ def adaptive_configs(
     # Focus on the worst quarter of the samples (at most n of them).
     worst = np.argsort(-errors)[: max(1, min(len(own) // 4, n))]
     out: list[dict[str, Any]] = []
-    seen = {tuple(sorted(dict(s["config"]).items())) for s in own}
+    seen = {config_key(s["config"]) for s in own}
     attempts = 0
     while len(out) < n and attempts < 50 * n:
         attempts += 1
@@ -713,7 +718,7 @@ def adaptive_configs(
             config = validate_config(op_type, base)
         except ConfigError:
             continue
-        key = tuple(sorted(config.items()))
+        key = config_key(config)
         if key in seen or not _affordable(op_type, config):
             continue
         seen.add(key)

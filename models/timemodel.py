@@ -8,7 +8,6 @@ Op types without a fitted tree get a fallback from the fitted bandwidth and FLOP
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from models.opspace import (
     PADDINGS,
     PROBE_OP_TYPES,
     chain_layers,
+    config_key,
     output_hw,
 )
 from models.tree import TreeLinearRegressor
@@ -881,11 +881,6 @@ def estimate_weight_streaming(
 MIN_RELOAD_PROBES = 5
 
 
-def _config_key(config: Mapping[str, Any]) -> str:
-    """A configuration as a canonical string (equal configurations, equal keys)."""
-    return json.dumps(dict(config), sort_keys=True)
-
-
 def chain_reload_bytes(param_bytes: Sequence[float], cache_bytes: float) -> float:
     """Weight bytes reloaded at every invoke of ops with ``param_bytes`` run in turn: those of the
     ops whose weights fit in the cache alone, once all of them together exceed it (0 before)."""
@@ -931,13 +926,13 @@ def estimate_reload_rate(
     }
     if model.cache_bytes is None or not chain_samples:
         return out
-    singles: dict[str, list[float]] = {}
+    singles: dict[tuple[tuple[str, Any], ...], list[float]] = {}
     for c in conv_samples:
-        singles.setdefault(_config_key(c.get("config", {})), []).append(sample_latency_ms(c))
+        singles.setdefault(config_key(c.get("config", {})), []).append(sample_latency_ms(c))
     rows = []  # (measured ms, its layers' time without reload, reload bytes)
     for s in chain_samples:
         layers = chain_layers(s["config"])
-        keys = [_config_key(layer) for layer in layers]
+        keys = [config_key(layer) for layer in layers]
         has_singles = all(k in singles for k in keys)
         out["probes_with_singles"] += int(has_singles)
         chain_ms = model.overhead_ms
