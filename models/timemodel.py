@@ -590,6 +590,10 @@ class DeviceTimeModel:
     ) -> tuple[float, bool]:
         """Predicted time of one op (ms) and whether it came from the fallback."""
         feats = dict(features) if features is not None else None
+        dense = dense_equivalent(op_type, config)
+        if dense is not None and "fully_connected" in self.trees:
+            op_type, config = "fully_connected", dense
+            feats = cost_features("fully_connected", dense)
         tree = self.trees.get(op_type)
         if tree is not None:
             try:
@@ -653,11 +657,15 @@ class DeviceTimeModel:
             op_type = op.op_type
             ms, fallback = self.predict_op(op_type, config, op.features)
             note = ""
+            dense = dense_equivalent(op_type, config)
+            if dense is not None and "fully_connected" in self.trees:
+                note = f"one output pixel: priced as a dense layer of {dense['cin']} inputs"
             param_bytes = float(op.features.get("param_bytes", 0.0))
             reload_ms = self.reload_ms(param_bytes) if streaming else 0.0
             if reload_ms > 0.0:
                 ms += reload_ms
-                note = f"+{reload_ms:.3g} ms to reload weights evicted by the rest of the network"
+                reload_note = f"+{reload_ms:.3g} ms to reload weights evicted by the network"
+                note = f"{note}; {reload_note}" if note else reload_note
             if streaming and self.dram_ms_per_param_byte is not None:
                 floor_ms = self.dram_ms_per_param_byte * param_bytes
                 if floor_ms > ms:
@@ -744,6 +752,48 @@ class DeviceTimeModel:
             data.get("dram_ms_per_param_byte"),
             data.get("reload_ms_per_param_byte"),
         )
+
+
+def dense_equivalent(op_type: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The batch-1 ``fully_connected`` config that runs the same kernel as this op, or None.
+
+    A convolution with one output pixel whose kernel covers its whole input (``kh == h`` and
+    ``kw == w``, valid padding; or a 1x1 kernel on a 1x1 map) is a matrix-vector product of
+    ``h * w * cin`` inputs: XNNPACK runs it as the batch-1 GEMM of a dense layer. Measured on
+    this host (2026-11-29), such a conv and that dense layer time the same within 0.97-1.05x over
+    8 pairs from 0.02 to 9.4 MB of weights. Classifier heads written as 1x1 convs on a pooled map
+    (MobileNet v1/v3) are this case; the conv samples hold few such configurations, so they are
+    priced by, and fitted into, the dense tree (:func:`fit_device_model`).
+    """
+    if op_type != "conv2d":
+        return None
+    try:
+        h, w = int(config["h"]), int(config["w"])
+        kh, kw = int(config["kh"]), int(config["kw"])
+        one_by_one = h == w == kh == kw == 1
+        if not one_by_one and not (kh == h and kw == w and config.get("padding") == "valid"):
+            return None
+        return {
+            "rows": 1,
+            "cin": h * w * int(config["cin"]),
+            "cout": int(config["cout"]),
+            "activation": str(config.get("activation", "none")),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def as_dense_sample(sample: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``sample`` as a ``fully_connected`` sample where :func:`dense_equivalent` says it is one."""
+    dense = dense_equivalent(str(sample.get("op_type")), sample.get("config", {}))
+    if dense is None:
+        return sample
+    return {
+        **sample,
+        "op_type": "fully_connected",
+        "config": dense,
+        "features": cost_features("fully_connected", dense),
+    }
 
 
 def _fitted_columns(
@@ -1074,6 +1124,8 @@ def fit_device_model(
     "inlier_share", "cv_mape_inliers"}},
     "overhead_ms", "variant", "samples", "disturbed_samples"}``: samples the agent flagged as
     measured on a disturbed host are left out (:func:`quiet_samples`), counted per op type.
+    Convolutions that run as a dense layer (:func:`dense_equivalent`) are fitted, cross-validated
+    and counted with ``fully_connected`` (``convs_fitted_as_dense`` says how many).
     ``cv_mape`` is the mean absolute percentage error as a fraction (0.05 = 5%) of each sample's
     measured latency against the out-of-fold op prediction plus the overhead; ``cv_mape_op`` is the
     same on the op time alone; ``cv_mape_inliers`` is ``cv_mape`` over the ``inlier_share`` of
@@ -1092,10 +1144,16 @@ def fit_device_model(
     for s in samples:
         by_type.setdefault(str(s["op_type"]), []).append(s)
     ms_per_byte, ms_per_flop = _fallback_rates(by_type, overhead)
+    # Trees are fitted per runtime kernel: one-pixel convs are dense layers (dense_equivalent).
+    fit_groups: dict[str, list[Mapping[str, Any]]] = {}
+    for s in samples:
+        moved = as_dense_sample(s)
+        fit_groups.setdefault(str(moved["op_type"]), []).append(moved)
+    convs_as_dense = len(by_type.get("conv2d", [])) - len(fit_groups.get("conv2d", []))
     trees: dict[str, TreeLinearRegressor] = {}
     per_op: dict[str, dict[str, Any]] = {}
-    for op_type in sorted(by_type):
-        own = by_type[op_type]
+    for op_type in sorted(fit_groups):
+        own = fit_groups[op_type]
         if op_type in PROBE_OP_TYPES or op_type not in OP_TYPES:
             continue
         if len(own) < MIN_SAMPLES_FOR_TREE:
@@ -1143,6 +1201,7 @@ def fit_device_model(
         "cache_bytes": cache_bytes,
         "dram_ms_per_param_byte": dram_rate,
         "weight_reload": reload,
+        "convs_fitted_as_dense": convs_as_dense,
         "variant": variant,
         "samples": len(samples),
         "disturbed_samples": disturbed,

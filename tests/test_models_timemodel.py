@@ -15,6 +15,7 @@ from models.timemodel import (
     DeviceTimeModel,
     build_design,
     chain_reload_bytes,
+    dense_equivalent,
     estimate_reload_rate,
     estimate_weight_streaming,
     feature_names,
@@ -292,6 +293,52 @@ def test_reload_rate_uses_the_probes_layers_measured_alone(samples):
     alone = estimate_reload_rate(probes, model)
     assert alone["probes_with_singles"] == 0
     assert alone["ms_per_param_byte"] > 1.1 * RELOAD_MS_PER_BYTE  # 1.25x here
+
+
+@pytest.mark.parametrize(
+    ("config", "dense_cin"),
+    [
+        ({"h": 1, "w": 1, "kh": 1, "kw": 1, "cin": 960, "padding": "same"}, 960),  # V3 head
+        ({"h": 7, "w": 7, "kh": 7, "kw": 7, "cin": 64, "padding": "valid"}, 7 * 7 * 64),
+        ({"h": 7, "w": 7, "kh": 7, "kw": 7, "cin": 64, "padding": "same"}, None),  # 49 pixels out
+        ({"h": 5, "w": 5, "kh": 3, "kw": 3, "cin": 64, "padding": "valid"}, None),  # 9 pixels out
+    ],
+)
+def test_dense_equivalent_convs(config, dense_cin):
+    conv = {**config, "cout": 1280, "stride": 1, "activation": "relu"}
+    dense = dense_equivalent("conv2d", conv)
+    if dense_cin is None:
+        assert dense is None
+    else:
+        assert dense == {"rows": 1, "cin": dense_cin, "cout": 1280, "activation": "relu"}
+    assert dense_equivalent("depthwise_conv2d", {**conv, "multiplier": 1}) is None
+
+
+def test_a_one_pixel_conv_is_priced_and_fitted_as_a_dense_layer(samples):
+    """A 1x1 conv on a 1x1 map is the dense layer's kernel: the dense tree prices it and its
+    samples train that tree, not the conv tree (whose other samples run a different kernel)."""
+    heads = []
+    for cin, cout in ((256, 512), (512, 1000), (960, 1280), (1024, 1024), (1280, 1000)):
+        config = {"h": 1, "w": 1, "kh": 1, "kw": 1, "cin": cin, "cout": cout, "stride": 1,
+                  "padding": "same", "activation": "none"}  # fmt: skip
+        dense = dense_equivalent("conv2d", config)
+        assert dense is not None
+        heads.append({"op_type": "conv2d", "config": config,
+                      "features": cost_features("conv2d", config),
+                      "latency": {"median_ms": OVERHEAD_MS + cost_features(
+                          "fully_connected", dense)["param_bytes"] / 30e6}})  # fmt: skip
+    model, metrics = fit_device_model([*samples, *_dense_samples(), *heads], cv=2)
+    assert metrics["convs_fitted_as_dense"] == len(heads)
+    conv_count = sum(s["op_type"] == "conv2d" for s in samples)
+    assert metrics["per_op_type"]["conv2d"]["samples"] == conv_count
+    assert metrics["per_op_type"]["fully_connected"]["samples"] == 40 + len(heads)
+    head = heads[2]["config"]
+    as_conv = model.predict_op("conv2d", head)[0]
+    assert as_conv == model.predict_op("fully_connected", dense_equivalent("conv2d", head))[0]
+    op = OpInstance(0, "conv2d", head, cost_features("conv2d", head), "CONV_2D")
+    (prediction,) = model.predict_ops([op])
+    assert "dense layer of 960 inputs" in prediction.note
+    assert prediction.predicted_ms == pytest.approx(as_conv)
 
 
 def test_robust_weights_reject_contended_samples():
