@@ -9,8 +9,12 @@
 2. **Weights streamed inside a network**: chains of 1x1 convolutions, converted whole, against
    the sum of their ops timed alone. Alone, an op's weights stay in the cache between invokes; in
    a network whose weights exceed the cache they come from DRAM at every invoke.
+3. **One-pixel convolutions are dense layers** (``--sections one_pixel``): a conv whose kernel
+   covers its input (one output pixel, :func:`models.timemodel.dense_equivalent`) against the
+   batch-1 dense layer of ``h * w * cin`` inputs, alternately, twice each.
 
-Prints two tables and writes ``bench/results/composition.json``. Run it with the farm stopped.
+Prints the tables and writes ``bench/results/composition.json`` (sections not run keep their
+previous results). Run it with the farm stopped.
 """
 
 from __future__ import annotations
@@ -148,16 +152,79 @@ def streaming(child: MeasurementChild) -> list[dict[str, Any]]:
     return rows
 
 
+# (h = w = kernel, cin, cout): classifier heads as MobileNets write them (1x1 conv on the pooled
+# map) and 7x7 / 3x3 valid convs on a map of their own size, 0.02 to 9.4 MB of weights.
+ONE_PIXEL_CONVS: tuple[tuple[int, int, int], ...] = (
+    (1, 960, 1280), (1, 1280, 1000), (1, 512, 1000), (1, 96, 40), (1, 2048, 1024),
+    (7, 64, 512), (3, 256, 256), (1, 1536, 1536),
+)  # fmt: skip
+ONE_PIXEL_ROUNDS = 2
+
+
+def one_pixel(child: MeasurementChild) -> list[dict[str, Any]]:
+    """Each one-pixel conv and its dense equivalent, timed alternately; the fastest of each."""
+    from models.timemodel import dense_equivalent
+
+    rows = []
+    for size, cin, cout in ONE_PIXEL_CONVS:
+        conv = {"h": size, "w": size, "kh": size, "kw": size, "cin": cin, "cout": cout,
+                "stride": 1, "padding": "valid", "activation": "none"}  # fmt: skip
+        dense = dense_equivalent("conv2d", conv)
+        assert dense is not None
+        conv_ms, dense_ms = [], []
+        for _ in range(ONE_PIXEL_ROUNDS):
+            conv_ms.append(child.measure(build_op_model("conv2d", conv)).median_ms)
+            dense_ms.append(child.measure(build_op_model("fully_connected", dense)).median_ms)
+        rows.append(
+            {
+                "conv": conv,
+                "dense": dense,
+                "weight_mb": FLOAT32_BYTES * size * size * cin * cout / 1e6,
+                "conv_ms": conv_ms,
+                "dense_ms": dense_ms,
+                "ratio": min(conv_ms) / min(dense_ms),
+            }
+        )
+    return rows
+
+
+SECTIONS = ("panel", "streaming", "one_pixel")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "composition.json")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     args = parser.parse_args(argv)
     settings = get_settings()
     reserve_measurement_core(settings)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     with MeasurementChild(settings) as child:
-        panel = panel_scan(child)
-        chains = streaming(child)
+        if "panel" in args.sections:
+            results["panel"] = panel_scan(child)
+        if "streaming" in args.sections:
+            results["streaming"] = streaming(child)
+        if "one_pixel" in args.sections:
+            results["one_pixel"] = one_pixel(child)
+    if "panel" in args.sections:
+        _print_panel(results["panel"])
+    if "streaming" in args.sections:
+        _print_streaming(results["streaming"])
+    if "one_pixel" in args.sections:
+        print(f"{'one-pixel conv':<26}{'weights MB':>11}{'conv ms':>9}{'dense ms':>9}{'ratio':>7}")
+        for r in results["one_pixel"]:
+            c = r["conv"]
+            label = f"{c['kh']}x{c['kw']} on {c['h']}x{c['w']}x{c['cin']} -> {c['cout']}"
+            print(f"{label:<26}{r['weight_mb']:>11.2f}{min(r['conv_ms']):>9.3f}"
+                  f"{min(r['dense_ms']):>9.3f}{r['ratio']:>7.3f}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _print_panel(panel: dict[str, Any]) -> None:
     print(f"dense 1x{PANEL_CIN} -> cout (S = slow kernel, . = fast; narrow kernel marked ^):")
     print(f"  cout {PANEL_COUTS.start}..{PANEL_COUTS.stop - 1}, one character each")
     print("  time " + "".join("S" if r["slow"] else "." for r in panel["dense"]))
@@ -174,14 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lstm units: "
         + ", ".join(f"{r['units']}:{r['ms']:.2f}ms/t{r['tail16']}" for r in panel["lstm"])
     )
+
+
+def _print_streaming(chains: list[dict[str, Any]]) -> None:
     print(f"{'chain':<22}{'weights MB':>11}{'chain ms':>10}{'sum alone':>10}{'ratio':>7}")
     for r in chains:
         print(f"{r['hw']}x{r['hw']} {r['widths']:<17}{r['weight_mb']:>11.1f}{r['chain_ms']:>10.3f}"
               f"{r['sum_alone_ms']:>10.3f}{r['ratio']:>7.2f}")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"panel": panel, "streaming": chains}, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -759,11 +759,12 @@ def dense_equivalent(op_type: str, config: Mapping[str, Any]) -> dict[str, Any] 
 
     A convolution with one output pixel whose kernel covers its whole input (``kh == h`` and
     ``kw == w``, valid padding; or a 1x1 kernel on a 1x1 map) is a matrix-vector product of
-    ``h * w * cin`` inputs: XNNPACK runs it as the batch-1 GEMM of a dense layer. Measured on
-    this host (2026-11-29), such a conv and that dense layer time the same within 0.97-1.05x over
-    8 pairs from 0.02 to 9.4 MB of weights. Classifier heads written as 1x1 convs on a pooled map
-    (MobileNet v1/v3) are this case; the conv samples hold few such configurations, so they are
-    priced by, and fitted into, the dense tree (:func:`fit_device_model`).
+    ``h * w * cin`` inputs: XNNPACK runs it as the batch-1 GEMM of a dense layer. On this host
+    such a conv takes 0.94-1.00x the time of that dense layer over 8 pairs from 0.02 to 9.4 MB of
+    weights (``python -m bench.composition --sections one_pixel``, 2026-11-29). Classifier heads
+    written as 1x1 convs on a pooled map (MobileNet v1/v3) are this case; the conv samples hold
+    few such configurations, so they are priced by, and fitted into, the dense tree
+    (:func:`fit_device_model`).
     """
     if op_type != "conv2d":
         return None
