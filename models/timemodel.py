@@ -642,7 +642,7 @@ class DeviceTimeModel:
         top of its single-op time (they were evicted since the last invoke), and every op takes
         at least the time to read its weights from DRAM; both are noted on the op.
         """
-        fused = _fused_indices(ops)
+        fused = fused_indices(ops)
         streaming = self.streams_weights(ops)
         out = []
         for op in ops:
@@ -816,7 +816,7 @@ def _fitted_columns(
     return row[[position[name] for name in fitted]]
 
 
-def _fused_indices(ops: Sequence[OpInstance]) -> dict[int, str]:
+def fused_indices(ops: Sequence[OpInstance]) -> dict[int, str]:
     """Ops the XNNPACK delegate fuses away, with the reason: index -> note."""
     producers: dict[int, OpInstance] = {}
     consumers: dict[int, list[OpInstance]] = {}

@@ -50,7 +50,8 @@ class OpPrediction(BaseModel):
     config: dict[str, Any]
     predicted_ms: float
     fallback: bool
-    # Why an op costs nothing (fused, an alias) or more than alone (reload), from the model.
+    # Why an op costs nothing (fused, an alias), more than alone (reload), or is priced by
+    # another op type's tree (a one-pixel conv as the dense layer it runs as), from the model.
     note: str = ""
     # The part of predicted_ms spent reloading weights that the rest of the network evicted.
     reload_ms: float = 0.0
