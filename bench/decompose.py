@@ -11,7 +11,7 @@ the ``tree`` of ``GET /models/{device}``) each op's prediction is set against it
 per op type: the op-level error on real networks' layers, apart from composition.
 
 Prints a table and writes ``bench/results/decompose.json``. Run it with the farm stopped and the
-zoo built (``python -m bench.zoo``); the whole zoo takes about 20 minutes on this VM (recurrent
+zoo built (``python -m bench.zoo``); the whole zoo took 29 minutes on this VM (recurrent
 single-op models go through the TFLite converter).
 """
 
