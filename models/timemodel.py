@@ -590,8 +590,8 @@ class DeviceTimeModel:
     ) -> tuple[float, bool]:
         """Predicted time of one op (ms) and whether it came from the fallback."""
         feats = dict(features) if features is not None else None
-        dense = dense_equivalent(op_type, config)
-        if dense is not None and "fully_connected" in self.trees:
+        dense = self._as_dense(op_type, config)
+        if dense is not None:
             op_type, config = "fully_connected", dense
             feats = cost_features("fully_connected", dense)
         tree = self.trees.get(op_type)
@@ -607,6 +607,10 @@ class DeviceTimeModel:
             except (KeyError, ValueError, TypeError):
                 feats = {}
         return self._fallback_ms(op_type, feats), True
+
+    def _as_dense(self, op_type: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The dense config this op is priced as (:func:`dense_equivalent`), if a tree prices it."""
+        return dense_equivalent(op_type, config) if "fully_connected" in self.trees else None
 
     def _fallback_ms(self, op_type: str, feats: Mapping[str, float]) -> float:
         moved = float(feats.get("input_bytes", 0.0)) + float(feats.get("output_bytes", 0.0))
@@ -657,8 +661,8 @@ class DeviceTimeModel:
             op_type = op.op_type
             ms, fallback = self.predict_op(op_type, config, op.features)
             note = ""
-            dense = dense_equivalent(op_type, config)
-            if dense is not None and "fully_connected" in self.trees:
+            dense = self._as_dense(op_type, config)
+            if dense is not None:
                 note = f"one output pixel: priced as a dense layer of {dense['cin']} inputs"
             param_bytes = float(op.features.get("param_bytes", 0.0))
             reload_ms = self.reload_ms(param_bytes) if streaming else 0.0
