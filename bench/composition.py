@@ -12,6 +12,10 @@
 3. **One-pixel convolutions are dense layers** (``--sections one_pixel``): a conv whose kernel
    covers its input (one output pixel, :func:`models.timemodel.dense_equivalent`) against the
    batch-1 dense layer of ``h * w * cin`` inputs, alternately, twice each.
+4. **Stem convolutions** (``--sections stem``): a network's first layer, 3x3 on an RGB input,
+   for output widths 8-64 at stride 1 and 2. Its GEMM is only ``cin * 9 = 27`` deep, and the time
+   per output pixel and channel shows the kernel XNNPACK picks per output width (why the conv
+   sampler draws stems of their own, ``models.opspace._sample_stem``).
 
 Prints the tables and writes ``bench/results/composition.json`` (sections not run keep their
 previous results). Run it with the farm stopped.
@@ -32,7 +36,7 @@ from agent.runner import MeasurementChild
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.opspace import FLOAT32_BYTES
-from models.timemodel import gemm_tail, uses_narrow_gemm
+from models.timemodel import gemm_tail, output_pixels, uses_narrow_gemm
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Dense layer of the panel scan: 700 inputs, one row; the window covers two 16-column panels.
@@ -188,7 +192,27 @@ def one_pixel(child: MeasurementChild) -> list[dict[str, Any]]:
     return rows
 
 
-SECTIONS = ("panel", "streaming", "one_pixel")
+# Stem sweep: input sizes of the zoo's image networks and output widths around the 8/16 steps.
+STEM_SIZES = (96, 128, 224)
+STEM_COUTS = (8, 12, 16, 20, 24, 32, 48, 64)
+
+
+def stem(child: MeasurementChild) -> list[dict[str, Any]]:
+    """Each 3x3 RGB conv of the sweep timed once, less the invoke overhead."""
+    overhead_ms = child.measure(build_op_model("invoke_overhead", {})).median_ms
+    rows = []
+    for size, stride, cout in itertools.product(STEM_SIZES, (2, 1), STEM_COUTS):
+        conv = {"h": size, "w": size, "kh": 3, "kw": 3, "cin": 3, "cout": cout,
+                "stride": stride, "padding": "same", "activation": "relu6"}  # fmt: skip
+        op_ms = child.measure(build_op_model("conv2d", conv)).median_ms - overhead_ms
+        pixels = output_pixels(conv)
+        rows.append(
+            {"conv": conv, "op_ms": op_ms, "ns_per_pixel_channel": op_ms * 1e6 / (pixels * cout)}
+        )
+    return rows
+
+
+SECTIONS = ("panel", "streaming", "one_pixel", "stem")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["streaming"] = streaming(child)
         if "one_pixel" in args.sections:
             results["one_pixel"] = one_pixel(child)
+        if "stem" in args.sections:
+            results["stem"] = stem(child)
     if "panel" in args.sections:
         _print_panel(results["panel"])
     if "streaming" in args.sections:
@@ -218,10 +244,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = f"{c['kh']}x{c['kw']} on {c['h']}x{c['w']}x{c['cin']} -> {c['cout']}"
             print(f"{label:<26}{r['weight_mb']:>11.2f}{min(r['conv_ms']):>9.3f}"
                   f"{min(r['dense_ms']):>9.3f}{r['ratio']:>7.3f}")  # fmt: skip
+    if "stem" in args.sections:
+        _print_stem(results["stem"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
+
+
+def _print_stem(rows: list[dict[str, Any]]) -> None:
+    print("3x3 conv on an RGB input: ns per output pixel and channel, by cout")
+    print(f"{'input, stride':<16}" + "".join(f"{c:>7}" for c in STEM_COUTS))
+    for (size, stride), group in itertools.groupby(
+        rows, key=lambda r: (r["conv"]["h"], r["conv"]["stride"])
+    ):
+        cells = "".join(f"{r['ns_per_pixel_channel']:>7.2f}" for r in group)
+        print(f"{f'{size}x{size}, s{stride}':<16}{cells}")
 
 
 def _print_panel(panel: dict[str, Any]) -> None:

@@ -81,6 +81,20 @@ def test_conv_samples_cover_real_network_widths():
     assert max(c["cout"] for c in big) < max(c["cout"] for c in small)
 
 
+def test_conv_samples_include_network_stems():
+    """First layers (RGB 3x3 at stride 2, 8-64 channels on both sides of the 16-wide panel) are
+    drawn on purpose: the generic draw left the tree without a leaf for them."""
+    configs = sample_configs("conv2d", 600, seed=0)
+    stems = [
+        c
+        for c in configs
+        if c["cin"] == 3 and c["kh"] == 3 and c["stride"] == 2 and 8 <= c["cout"] <= 64
+    ]
+    assert len(stems) >= 15
+    assert any(c["cout"] <= 16 for c in stems) and any(c["cout"] > 16 for c in stems)
+    assert {c["h"] for c in stems} & {96, 128, 224}
+
+
 def test_conv_chain_probes_span_the_cache_in_real_widths():
     configs = sample_configs("conv_chain", 60, seed=0)
     weights_mb = [cost_features("conv_chain", c)["param_bytes"] / 1e6 for c in configs]
