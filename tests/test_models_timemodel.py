@@ -66,11 +66,15 @@ def fitted(samples):
     return fit_device_model(samples, cv=3)
 
 
-def test_fit_reports_cv_metrics(fitted):
+def test_fit_reports_cv_metrics(samples, fitted):
     model, metrics = fitted
     assert model.overhead_ms == pytest.approx(OVERHEAD_MS)
     conv = metrics["per_op_type"]["conv2d"]
-    assert conv["samples"] == 201 and conv["cv_mape"] < 0.05 and conv["within_10pct"] > 0.9
+    # 150 drawn + 51 swept convs, less those with one output pixel (fitted as dense layers).
+    one_pixel = sum(dense_equivalent(s["op_type"], s["config"]) is not None for s in samples)
+    assert metrics["convs_fitted_as_dense"] == one_pixel
+    assert conv["samples"] == 201 - one_pixel
+    assert conv["cv_mape"] < 0.05 and conv["within_10pct"] > 0.9
     assert "add" in metrics["per_op_type"] and "invoke_overhead" not in metrics["per_op_type"]
 
 
@@ -328,10 +332,11 @@ def test_a_one_pixel_conv_is_priced_and_fitted_as_a_dense_layer(samples):
                       "latency": {"median_ms": OVERHEAD_MS + cost_features(
                           "fully_connected", dense)["param_bytes"] / 30e6}})  # fmt: skip
     model, metrics = fit_device_model([*samples, *_dense_samples(), *heads], cv=2)
-    assert metrics["convs_fitted_as_dense"] == len(heads)
+    drawn = sum(dense_equivalent(s["op_type"], s["config"]) is not None for s in samples)
+    assert metrics["convs_fitted_as_dense"] == len(heads) + drawn
     conv_count = sum(s["op_type"] == "conv2d" for s in samples)
-    assert metrics["per_op_type"]["conv2d"]["samples"] == conv_count
-    assert metrics["per_op_type"]["fully_connected"]["samples"] == 40 + len(heads)
+    assert metrics["per_op_type"]["conv2d"]["samples"] == conv_count - drawn
+    assert metrics["per_op_type"]["fully_connected"]["samples"] == 40 + len(heads) + drawn
     head = heads[2]["config"]
     as_conv = model.predict_op("conv2d", head)[0]
     assert as_conv == model.predict_op("fully_connected", dense_equivalent("conv2d", head))[0]
@@ -352,17 +357,21 @@ def test_robust_weights_reject_contended_samples():
 
 def test_robust_fit_ignores_a_slowed_sample(samples):
     conv = [s for s in samples if s["op_type"] == "conv2d"]
-    slowed = [dict(s) for s in conv]
-    # One contended measurement (2x slow), as a time-shared core gives.
-    slowed[0] = {**slowed[0], "latency": {"median_ms": 2 * slowed[0]["latency"]["median_ms"]}}
-    X, y, names = build_design("conv2d", slowed, OVERHEAD_MS)
     _, y_clean, _ = build_design("conv2d", conv, OVERHEAD_MS)
+    # One contended measurement (2x slow), as a time-shared core gives, of a typical op (the
+    # median time). A sample alone in its corner of the configuration space is not told from a
+    # real step by any residual test: the first draw of seed 0 (a 3x3 conv with cin = 4) is such.
+    i = int(np.argsort(y_clean)[len(y_clean) // 2])
+    slowed = [dict(s) for s in conv]
+    slowed[i] = {**slowed[i], "latency": {"median_ms": 2 * slowed[i]["latency"]["median_ms"]}}
+    X, y, names = build_design("conv2d", slowed, OVERHEAD_MS)
+    rest = np.arange(len(y)) != i
     plain = fit_tree("conv2d", X, y, names, cv=0, overhead_ms=OVERHEAD_MS, robust_passes=0)
     robust = fit_tree("conv2d", X, y, names, cv=0, overhead_ms=OVERHEAD_MS, robust_passes=1)
-    err_plain = mape(y_clean[1:], plain.predict(X[1:]))
-    err_robust = mape(y_clean[1:], robust.predict(X[1:]))
+    err_plain = mape(y_clean[rest], plain.predict(X[rest]))
+    err_robust = mape(y_clean[rest], robust.predict(X[rest]))
     assert err_robust <= err_plain + 1e-9
-    assert robust.predict(X[:1])[0] < 1.3 * y_clean[0]  # predicts the quiet time, not the 2x
+    assert robust.predict(X[i : i + 1])[0] < 1.3 * y_clean[i]  # the quiet time, not the 2x
 
 
 def test_depthwise_regime_features():
