@@ -359,12 +359,13 @@ def _kernel(rng: np.random.Generator) -> int:
     return int(rng.choice((1, 3, 5, 7), p=(0.35, 0.45, 0.1, 0.1)))
 
 
-# Share of conv2d draws that are a network's first layer (its "stem"): every image CNN has one,
-# and with cin = 1-4 its GEMM depth (cin * kh * kw = 27 for 3x3 RGB) is so shallow that the
-# kernel XNNPACK picks by output width shows: on this host a 3x3 RGB conv costs 2.6 ns per output
-# pixel and channel at cout = 8, 4.6 at cout = 16, and cout 20, 24 and 32 take the same time (two
-# 16-wide panels) (`python -m bench.composition --sections stem`). The generic draw rarely lands
-# there (3x3, stride 2, cout 8-64 from an RGB input): the tree priced cout = 16 stems 40% low.
+# Share of the 2-D conv2d draws (85% of them, so 8.5% of all) that are a network's first layer
+# (its "stem"): every image CNN has one, and with cin = 1-4 its GEMM depth (cin * kh * kw = 27 for
+# 3x3 RGB) is so shallow that the kernel XNNPACK picks by output width shows: on this host a 3x3
+# RGB conv costs 2.6 ns per output pixel and channel at cout = 8, 4.6 at cout = 16, and cout 20,
+# 24 and 32 take the same time (two 16-wide panels) (`python -m bench.composition --sections
+# stem`). The generic draw rarely lands there (3x3, stride 2, cout 8-64 from an RGB input): the
+# tree priced cout = 16 stems 40% low.
 _STEM_SHARE = 0.1
 # Input sizes of image networks: CIFAR 32, the keras.applications sizes 96-224, and odd crops.
 _STEM_SIZES = (32, 64, 96, 112, 128, 144, 160, 192, 224)
@@ -373,12 +374,15 @@ _STEM_SIZES = (32, 64, 96, 112, 128, 144, 160, 192, 224)
 def _sample_stem(rng: np.random.Generator) -> dict[str, Any]:
     """A first conv layer: RGB (mostly), grey or RGBA input, 8-64 output channels."""
     h = int(rng.choice(_STEM_SIZES)) if rng.random() < 0.8 else int(rng.integers(32, 257))
+    cin = int(rng.choice((3, 1, 4), p=(0.8, 0.1, 0.1)))
+    cout = _width(rng, 8, 64)
+    k = int(rng.choice((3, 5, 7), p=(0.75, 0.1, 0.15)))
     return {
         "h": h,
         "w": h,
-        "cin": int(rng.choice((3, 1, 4), p=(0.8, 0.1, 0.1))),
-        "cout": _width(rng, 8, 64),
-        "kh": (k := int(rng.choice((3, 5, 7), p=(0.75, 0.1, 0.15)))),
+        "cin": cin,
+        "cout": cout,
+        "kh": k,
         "kw": k,
         "stride": int(rng.choice((2, 1), p=(0.6, 0.4))),
         "padding": "same" if rng.random() < 0.8 else "valid",
