@@ -72,6 +72,20 @@ def local_device(settings: Settings) -> DeviceSpec:
     )
 
 
+def registered(devices: list[dict[str, Any]], spec: DeviceSpec) -> dict[str, Any] | None:
+    """The row of ``GET /devices`` that ``spec`` registered as: same name, kind and execution
+    config (a host that moved to other silicon has a second row under its name; see
+    :func:`agent.environment.cpu_signature`), None while the agent has not registered it."""
+    for device in devices:
+        if (device["name"], device["kind"], device["execution_config"]) == (
+            spec.name,
+            spec.kind,
+            spec.execution_config,
+        ):
+            return device
+    return None
+
+
 def remote_execution_config(threads: int = 1, cores: list[int] | None = None) -> dict[str, Any]:
     """Execution config of a benchmark_model device (runtime version not probed)."""
     return {

@@ -24,6 +24,19 @@ DELEGATE = "xnnpack"
 _RUNTIME_LIBRARY = "_pywrap_litert_interpreter_wrapper.so"
 _THERMAL_ROOT = Path("/sys/class/thermal")
 _CPU_ROOT = Path("/sys/devices/system/cpu")
+_CPUINFO = Path("/proc/cpuinfo")
+# /proc/cpuinfo keys that name the silicon: x86 (vendor, family, model, stepping) and ARM (the
+# implementer and part codes, which name the core, e.g. 0x41/0xd0b = Cortex-A76).
+_CPUINFO_KEYS = (
+    "model name",
+    "cpu family",
+    "model",
+    "stepping",
+    "CPU implementer",
+    "CPU part",
+    "CPU variant",
+    "Hardware",
+)
 # Thermal zones report millidegrees Celsius (Linux sysfs ABI).
 _MILLIDEGREES_PER_DEGREE = 1000.0
 
@@ -63,7 +76,60 @@ def execution_config(settings: Settings) -> dict[str, Any]:
         "delegate": DELEGATE,
         "threads": settings.threads,
         "core_mask": core_mask([measurement_core(settings)]),
+        "cpu": cpu_signature(measurement_core(settings)),
     }
+
+
+@lru_cache
+def cpu_signature(core: int) -> str:
+    """The silicon under ``core`` as one line: the processor's name and codes from /proc/cpuinfo
+    and the cache sizes the kernel reports for that core, e.g. ``"AMD EPYC; cpu family 25; model 1;
+    stepping 1; L1d 32K L1i 32K L2 512K L3 32768K"``.
+
+    Part of the execution config, so a device name whose host moved to other hardware (a VM
+    migrated, a board swapped) registers as a new device config with its own time model instead
+    of mixing two machines' samples; ``"unknown"`` where neither source is readable.
+    """
+    parts = [
+        value if key == "model name" else f"{key}: {value}"
+        for key, value in _cpuinfo_fields(core).items()
+    ]
+    caches = _cache_sizes(core)
+    if caches:
+        parts.append(caches)
+    return "; ".join(parts) or "unknown"
+
+
+def _cpuinfo_fields(core: int) -> dict[str, str]:
+    """The identifying fields of ``core``'s block in /proc/cpuinfo (the first block if none
+    names the core, as on ARM kernels that print the part once)."""
+    blocks = (_read_text(_CPUINFO) or "").split("\n\n")
+    chosen = blocks[0] if blocks else ""
+    for block in blocks:
+        if any(
+            line.split(":")[0].strip() == "processor" and line.split(":")[-1].strip() == str(core)
+            for line in block.splitlines()
+        ):
+            chosen = block
+            break
+    found: dict[str, str] = {}
+    for line in chosen.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in _CPUINFO_KEYS and value.strip():
+            found[key.strip()] = value.strip()
+    return {key: found[key] for key in _CPUINFO_KEYS if key in found}
+
+
+def _cache_sizes(core: int) -> str:
+    """``"L1d 32K L1i 32K L2 512K L3 32768K"`` from sysfs, empty where sysfs hides it."""
+    names: list[str] = []
+    for index in sorted((_CPU_ROOT / f"cpu{core}" / "cache").glob("index*")):
+        level, kind, size = (_read_text(index / name) for name in ("level", "type", "size"))
+        if not (level and size):
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind or "", "")
+        names.append(f"L{level}{suffix} {size}")
+    return " ".join(names)
 
 
 def cpu_governor(core: int) -> str | None:
@@ -97,6 +163,7 @@ def environment_info(model: bytes, settings: Settings) -> dict[str, Any]:
         "model_sha256": hashlib.sha256(model).hexdigest(),
         "host": socket.gethostname(),
         "runtime_sha256": runtime_binary_sha256(),
+        "cpu": cpu_signature(core),
     }
 
 

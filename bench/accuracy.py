@@ -224,14 +224,17 @@ def record_history(
     results: Sequence[NetworkResult],
     shas: Mapping[str, str],
     model_version: int | None = None,
+    cpu: str | None = None,
 ) -> dict[str, list[float]]:
     """Append this run's measured latencies to the history at ``path``; return, per network,
-    every recorded latency (ms) of the same file (``shas``: SHA-256 per network) on ``device``,
-    this run included."""
+    every recorded latency (ms) of the same file (``shas``: SHA-256 per network) on ``device``
+    with the same ``cpu`` signature (:func:`agent.environment.cpu_signature`), this run included:
+    a device name whose host moved to other silicon starts a new history."""
     history: list[JSON] = json.loads(path.read_text()) if path.exists() else []
     history.append(
         {
             "device": device,
+            "cpu": cpu,
             "finished_at": finished_at,
             "model_version": model_version,
             "networks": {
@@ -243,7 +246,7 @@ def record_history(
     path.write_text(json.dumps(history, indent=1) + "\n")
     runs: dict[str, list[float]] = {r.name: [] for r in results}
     for entry in history:
-        if entry.get("device") != device:
+        if entry.get("device") != device or entry.get("cpu") != cpu:
             continue
         for name, measured in entry.get("networks", {}).items():
             if name in runs and measured.get("sha256") == shas[name]:
@@ -416,8 +419,13 @@ def _timed_runs_s(samples: Iterable[Mapping[str, Any]]) -> float:
 def _environment() -> JSON:
     import ai_edge_litert
 
+    from agent.environment import cpu_signature
+    from agent.runner import measurement_core
+    from fdiot.settings import get_settings
+
     return {
         "host": platform.node(),
+        "cpu": cpu_signature(measurement_core(get_settings())),
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
@@ -433,19 +441,18 @@ def _environment() -> JSON:
 def _local_device(client: Any, device_id: int | None, timeout_s: float = 120.0) -> JSON:
     """The device to profile: ``device_id`` if given, else this host's CPU as its agent names it
     (waits for the agent to register it)."""
-    from agent.devices import local_device
+    from agent.devices import local_device, registered
     from fdiot.settings import get_settings
 
-    name = local_device(get_settings()).name
+    spec = local_device(get_settings())
     deadline = time.monotonic() + timeout_s
     while True:
         if device_id is not None:
             device: JSON = client.device(device_id)
             return device
-        local = [d for d in client.devices() if d["name"] == name and d["kind"] == "local"]
-        if local:
-            first: JSON = min(local, key=lambda d: int(d["id"]))
-            return first
+        local = registered(client.devices(), spec)
+        if local is not None:
+            return local
         if time.monotonic() > deadline:
             raise RuntimeError("no local device registered: is the agent running?")
         time.sleep(1.0)
@@ -914,7 +921,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_history:
         device = str((run.get("device") or {}).get("name") or run["environment"]["host"])
         history = record_history(
-            args.history, device, run["finished_at"], results, shas, run.get("model_version")
+            args.history,
+            device,
+            run["finished_at"],
+            results,
+            shas,
+            run.get("model_version"),
+            cpu=run["environment"]["cpu"],
         )
     report(results, run, args.out, history)
     return 0

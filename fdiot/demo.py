@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.devices import local_device
+from agent.devices import DeviceSpec, local_device, registered
 from fdiot.cli import disturbed_warning
 from fdiot.client import FarmClient
 from fdiot.processes import FarmProcesses, reserve_measurement_core
@@ -36,13 +36,15 @@ DEMO_CAMPAIGN_SAMPLES = int(os.environ.get("FDIOT_DEMO_SAMPLES", "800"))
 console = Console()
 
 
-def _wait_for_device(client: FarmClient, name: str, timeout_s: float = 180.0) -> dict[str, Any]:
-    """The device the agent registers as ``name`` (others may exist in a reused database)."""
+def _wait_for_device(
+    client: FarmClient, spec: DeviceSpec, timeout_s: float = 180.0
+) -> dict[str, Any]:
+    """The device the agent registers as ``spec`` (others may exist in a reused database)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        local = [d for d in client.devices() if d["name"] == name and d["kind"] == "local"]
-        if local:
-            return local[0]
+        device = registered(client.devices(), spec)
+        if device is not None:
+            return device
         time.sleep(0.5)
     raise RuntimeError("the agent did not register the local CPU device; see FDIOT_HOME/logs")
 
@@ -108,7 +110,7 @@ def main() -> int:
             processes.start(role)
         console.print(f"API at {settings.url} (OpenAPI: {settings.url}/docs)")
         client = FarmClient(base_url=settings.url, token=admin_token)
-        device = _wait_for_device(client, local_device(settings).name)
+        device = _wait_for_device(client, local_device(settings))
         console.print(f"device {device['id']}: {device['name']} {device['execution_config']}")
         started = time.monotonic()
         campaign = _profile(client, device["id"])

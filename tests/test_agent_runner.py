@@ -291,6 +291,39 @@ def test_execution_config_and_environment(settings: Settings, conv_model: bytes)
     assert info["runtime_sha256"] == runtime_binary_sha256() and info["runtime_sha256"]
     assert info["temperature_c"] is None or info["temperature_c"] > 0
     assert {"governor", "host", "threads", "runtime_version"} <= set(info)
+    assert info["cpu"] == config["cpu"] and config["cpu"] != "unknown"
+
+
+def test_cpu_signature_reads_cpuinfo_and_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent import environment
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Board A\nCPU part\t: 0xd03\n\n"
+        "processor\t: 1\nmodel name\t: Board B\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n"
+        "BogoMIPS\t: 38.40\n"
+    )
+    for index, (level, kind, size) in enumerate([("1", "Data", "64K"), ("2", "Unified", "512K")]):
+        folder = tmp_path / "cpu" / "cpu1" / "cache" / f"index{index}"
+        folder.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(value + "\n")
+    monkeypatch.setattr(environment, "_CPUINFO", cpuinfo)
+    monkeypatch.setattr(environment, "_CPU_ROOT", tmp_path / "cpu")
+    environment.cpu_signature.cache_clear()
+    try:
+        # Core 1's block (a big.LITTLE board names each core's part), then its caches.
+        assert environment.cpu_signature(1) == (
+            "Board B; CPU implementer: 0x41; CPU part: 0xd0b; L1d 64K L2 512K"
+        )
+        # A core with no block of its own falls back to the first; no caches in sysfs.
+        assert environment.cpu_signature(7) == "Board A; CPU part: 0xd03"
+        monkeypatch.setattr(environment, "_CPUINFO", tmp_path / "missing")
+        assert environment.cpu_signature(9) == "unknown"
+    finally:
+        environment.cpu_signature.cache_clear()
 
 
 # ---------------------------------------------------------------------------- devices

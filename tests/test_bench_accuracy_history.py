@@ -26,6 +26,9 @@ def test_history_keeps_runs_per_device_and_file(tmp_path: Path) -> None:
     runs = record_history(path, "vm-cpu", "t3", second, shas, 5)
     assert runs == {"vgg_w16_64": [3.0, 3.4], "resnet20_32": [2.5]}
     assert len(json.loads(path.read_text())) == 3
+    # The same device name on other silicon starts its own history.
+    moved = record_history(path, "vm-cpu", "t4", second, shas, 6, cpu="EPYC; L3 32768K")
+    assert moved == {"vgg_w16_64": [3.4], "resnet20_32": [2.5]}
 
     document = report(second, {"mode": "test"}, tmp_path / "accuracy.json", runs)
     pooled = document["summary"]["ours_vs_median_of_runs"]

@@ -11,6 +11,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from agent.devices import DeviceSpec, registered
 from fdiot.settings import Settings
 from server.jobs.planning import MIN_OVERHEAD_SAMPLES
 from tests.helpers import (
@@ -103,6 +104,17 @@ def test_device_registration_is_idempotent(client: TestClient, agent_token: str)
         "/devices", json=device_body(body["name"], threads=2), headers=auth(agent_token)
     )
     assert other_config.json()["id"] != first.json()["id"]  # two configs: two time models
+    # The same name on other silicon (the agent's `cpu` signature) is a third config, and the
+    # agent's own spec finds its row, not the older one.
+    moved_body = device_body(body["name"])
+    moved_body["execution_config"]["cpu"] = "AMD EPYC; L3 32768K"
+    moved = client.post("/devices", json=moved_body, headers=auth(agent_token)).json()
+    assert moved["id"] not in {first.json()["id"], other_config.json()["id"]}
+    assert moved["execution_config"]["cpu"] == "AMD EPYC; L3 32768K"
+    spec = DeviceSpec(
+        moved_body["name"], "local", moved_body["host"], moved_body["execution_config"]
+    )
+    assert registered(client.get("/devices").json(), spec) == moved
     listed = {d["id"] for d in client.get("/devices").json()}
     assert {first.json()["id"], other_config.json()["id"]} <= listed
     assert client.get(f"/devices/{first.json()['id']}").json()["name"] == body["name"]
