@@ -92,6 +92,9 @@ class LatencyStats:
     cpu_share: float | None = None
     # canary_ratio within the settings' max_canary_ratio and cpu_share at least min_cpu_share.
     quiet: bool = True
+    # Canary timings of the kept attempt before its timed runs (1: quiet at once; more: the child
+    # waited for a quiet window, settings.canary_wait_s); None without a canary.
+    canary_polls: int | None = None
 
     @property
     def spread(self) -> float:
@@ -106,6 +109,7 @@ class LatencyStats:
             "canary_ratio": self.canary_ratio,
             "cpu_share": self.cpu_share,
             "attempts": self.attempts,
+            "canary_polls": self.canary_polls,
         }
 
     def to_dict(self) -> dict[str, float | int]:
@@ -324,16 +328,20 @@ class MeasurementChild:
     # ------------------------------------------------------------------ wire protocol
 
     def _send(self, model: bytes) -> None:
-        self._send_frames(
-            {
-                "threads": self.settings.threads,
-                "warmup_runs": self.settings.warmup_runs,
-                "min_runs": self.settings.min_runs,
-                "min_time_s": self.settings.min_time_s,
-                "canary_runs": self.settings.canary_runs,
-            },
-            model,
-        )
+        header: dict[str, Any] = {
+            "threads": self.settings.threads,
+            "warmup_runs": self.settings.warmup_runs,
+            "min_runs": self.settings.min_runs,
+            "min_time_s": self.settings.min_time_s,
+            "canary_runs": self.settings.canary_runs,
+        }
+        if self.canary_reference_ms is not None and self.settings.canary_wait_s > 0:
+            # Wait in the child for a canary this quiet before timing (see _measure_child).
+            limit_ms = self.canary_reference_ms * self.settings.max_canary_ratio
+            header["canary_max_ns"] = int(limit_ms * 1e6)
+            header["canary_wait_s"] = self.settings.canary_wait_s
+            header["canary_min_cpu_share"] = self.settings.min_cpu_share
+        self._send_frames(header, model)
 
     def _send_frames(self, header: Mapping[str, Any], model: bytes) -> None:
         process = self._process
@@ -354,20 +362,31 @@ class MeasurementChild:
                 f"runtime rejected the model: {reply.get('error')}", stderr_tail=self._stderr_tail()
             )
         stats = latency_stats(reply["times_ns"], self.settings.max_spread)
-        canary_ns = reply.get("canary_ns") or []
+        # The canary right before and right after the timed runs: the slower of the two says
+        # whether the host slowed down at any point of the attempt.
+        canary_ms = [
+            float(np.median(times)) / 1e6
+            for times in (reply.get("canary_ns"), reply.get("canary_after_ns"))
+            if times
+        ]
         canary_ratio: float | None = None
-        if canary_ns:
-            canary_ms = float(np.median(canary_ns)) / 1e6
+        if canary_ms:
             reference = self.canary_reference_ms
-            self.canary_reference_ms = canary_ms if reference is None else min(reference, canary_ms)
-            canary_ratio = canary_ms / self.canary_reference_ms
+            lowest = min(canary_ms)
+            self.canary_reference_ms = lowest if reference is None else min(reference, lowest)
+            canary_ratio = max(canary_ms) / self.canary_reference_ms
         wall_ns = int(reply.get("wall_ns") or 0)
         cpu_share = int(reply.get("cpu_ns") or 0) / wall_ns if wall_ns > 0 else None
         quiet = (canary_ratio is None or canary_ratio <= self.settings.max_canary_ratio) and (
             cpu_share is None or cpu_share >= self.settings.min_cpu_share
         )
+        polls = reply.get("canary_polls")
         return dataclasses.replace(
-            stats, canary_ratio=canary_ratio, cpu_share=cpu_share, quiet=quiet
+            stats,
+            canary_ratio=canary_ratio,
+            cpu_share=cpu_share,
+            quiet=quiet,
+            canary_polls=None if polls is None else int(polls),
         )
 
     def _receive(self, timeout_s: float, *, what: str) -> dict[str, Any]:

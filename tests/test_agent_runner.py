@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,15 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
     assert child.canary_reference_ms is not None and child.canary_reference_ms > 0
     assert stats.cpu_share is not None and 0 < stats.cpu_share <= 1.05
     quality = stats.quality()
-    assert set(quality) == {"spread_ok", "quiet", "canary_ratio", "cpu_share", "attempts"}
+    assert set(quality) == {
+        "spread_ok",
+        "quiet",
+        "canary_ratio",
+        "cpu_share",
+        "attempts",
+        "canary_polls",
+    }
+    assert stats.canary_polls is not None and stats.canary_polls >= 1
     assert quality["canary_ratio"] == stats.canary_ratio
 
 
@@ -122,11 +131,55 @@ def test_canary_above_its_limit_is_remeasured_then_flagged(
 ) -> None:
     # A limit below 1 makes every canary "slow": each attempt is disturbed, all are made.
     strict = settings.model_copy(
-        update={"max_canary_ratio": 0.5, "max_remeasure": 2, "disturbed_pause_s": 0.0}
+        update={
+            "max_canary_ratio": 0.5,
+            "max_remeasure": 2,
+            "disturbed_pause_s": 0.0,
+            "canary_wait_s": 0.1,
+        }
     )
     stats = measure_tflite(conv_model, settings=strict)
     assert stats.quiet is False and stats.quality()["quiet"] is False
     assert stats.attempts == 3
+    # Each attempt after the first (the reference is set by then) polled the canary in the
+    # child for canary_wait_s before giving up on a quiet window.
+    assert stats.canary_polls is not None and stats.canary_polls > 1
+
+
+def test_child_waits_for_a_quiet_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's canary poll (in process, with a canary slow for its first 2 timings and a
+    stand-in model): it times the canary until a median is within the limit, then the model."""
+    from agent import _measure_child
+
+    class Canary:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def invoke(self) -> None:
+            self.calls += 1
+            slow = self.calls <= 2 * (_measure_child._CANARY_WARMUP_RUNS + 20)
+            time.sleep(0.002 if slow else 0.0002)
+
+    class Model:
+        def invoke(self) -> None:
+            pass
+
+    timer = _measure_child._Timer()
+    timer._canary = Canary()
+    monkeypatch.setattr(timer, "_interpreter_for", lambda model, threads: Model())
+    monkeypatch.setattr(_measure_child, "_CANARY_POLL_S", 0.0)
+    reply = timer.time_invokes(
+        b"model", 1, 0, 5, 0.0, canary_runs=20, canary_max_ns=1_000_000, canary_wait_s=10.0
+    )
+    assert reply["canary_polls"] == 3
+    assert _measure_child._median(reply["canary_ns"]) < 1_000_000
+    assert len(reply["canary_after_ns"]) == 20 and len(reply["times_ns"]) == 5
+    # Without a quiet window the wait ends at canary_wait_s and the model is timed anyway.
+    timer._canary = Canary()
+    reply = timer.time_invokes(
+        b"model", 1, 0, 5, 0.0, canary_runs=20, canary_max_ns=1_000_000, canary_wait_s=0.0
+    )
+    assert reply["canary_polls"] == 1 and len(reply["times_ns"]) == 5
 
 
 def test_disturbed_attempts_wait_longer_each_time(
@@ -141,6 +194,7 @@ def test_disturbed_attempts_wait_longer_each_time(
             "max_remeasure": 2,
             "network_max_remeasure": 3,
             "disturbed_pause_s": 0.01,
+            "canary_wait_s": 0.0,
         }
     )
     with MeasurementChild(strict) as measurer:
@@ -159,6 +213,7 @@ def test_networks_are_measured_with_the_stricter_limits(
             "network_max_canary_ratio": 0.5,  # every canary "slow": all network attempts made
             "network_max_remeasure": 3,
             "disturbed_pause_s": 0.0,
+            "canary_wait_s": 0.0,
         }
     )
     with MeasurementChild(strict) as measurer:
@@ -177,7 +232,12 @@ def test_busy_measurement_core_makes_the_sample_disturbed(
 ) -> None:
     """A process spinning on the measurement core halves the child's CPU share: flagged."""
     shared = settings.model_copy(
-        update={"min_time_s": 0.3, "max_remeasure": 1, "disturbed_pause_s": 0.0}
+        update={
+            "min_time_s": 0.3,
+            "max_remeasure": 1,
+            "disturbed_pause_s": 0.0,
+            "canary_wait_s": 0.0,
+        }
     )
     with MeasurementChild(shared) as measurer:
         hog = subprocess.Popen(
