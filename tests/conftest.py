@@ -33,6 +33,8 @@ _TEST_ENV = {
     # lenient limit keeps small test campaigns from losing their samples as "disturbed" (the
     # canary protocol itself is tested in test_agent_runner).
     "FDIOT_MAX_CANARY_RATIO": "2.5",
+    # A canary over that limit waits at most this long for a quiet window before each attempt.
+    "FDIOT_CANARY_WAIT_S": "0.5",
     "FDIOT_DISTURBED_PAUSE_S": "0.1",
     # Short reconciler periods so fault tests see lost messages re-sent within seconds.
     "FDIOT_RECONCILE_AFTER_S": "6",
