@@ -29,8 +29,9 @@ from fdiot.stack import ensure_stack, stop_stack
 # Networks of four families (mobile CNN, residual, 1-D sensor convnet, recurrent) from bench/zoo.py,
 # none of which is used in fitting: the campaign measures single ops only.
 DEMO_NETWORKS = ("mobilenetv2_a100_96", "resnet20_32", "har_conv1d_512x9", "gru_256_seq128")
-# Sized to stay well inside ten minutes of profiling: 800 samples took 5.9 min on the 2-core
-# dev VM (900 took 10.9 min while other work shared its cores).
+# Sized to stay well inside ten minutes of profiling on a quiet host: 800 samples took 5.9 min on
+# the first 2-core dev VM (900 took 10.9 min while other work shared its cores); on the second,
+# whose host switches speed every few seconds, 838 took 20.8 min waiting for quiet windows.
 DEMO_CAMPAIGN_SAMPLES = int(os.environ.get("FDIOT_DEMO_SAMPLES", "800"))
 
 console = Console()
