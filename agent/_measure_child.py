@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import resource
+import statistics
 import struct
 import sys
 import time
@@ -98,11 +99,11 @@ class _Timer:
             deadline = time.monotonic() + canary_wait_s
             while True:
                 cpu_ns, wall_ns = time.process_time_ns(), time.perf_counter_ns()
-                canary_ns = _timed(self._canary.invoke, _CANARY_WARMUP_RUNS, canary_runs, 0)
+                canary_ns = self._time_canary(canary_runs)
                 share = (time.process_time_ns() - cpu_ns) / max(time.perf_counter_ns() - wall_ns, 1)
                 polls += 1
                 if canary_max_ns is None or (
-                    _median(canary_ns) <= canary_max_ns and share >= canary_min_cpu_share
+                    statistics.median(canary_ns) <= canary_max_ns and share >= canary_min_cpu_share
                 ):
                     break
                 if time.monotonic() >= deadline:
@@ -116,7 +117,7 @@ class _Timer:
         canary_after_ns: list[int] = []
         if self._canary is not None and canary_runs > 0:
             self.stage = "canary"
-            canary_after_ns = _timed(self._canary.invoke, _CANARY_WARMUP_RUNS, canary_runs, 0)
+            canary_after_ns = self._time_canary(canary_runs)
         return {
             "times_ns": times_ns,
             "canary_ns": canary_ns,
@@ -125,6 +126,9 @@ class _Timer:
             "cpu_ns": cpu_ns,
             "wall_ns": wall_ns,
         }
+
+    def _time_canary(self, runs: int) -> list[int]:
+        return _timed(self._canary.invoke, _CANARY_WARMUP_RUNS, runs, 0)
 
     def _interpreter_for(self, model: bytes, threads: int) -> Any:
         sha256 = hashlib.sha256(model).hexdigest() + f"/{threads}"
@@ -140,16 +144,8 @@ class _Timer:
 # Untimed canary invokes before its timed ones: the measured model ran last and owns the caches.
 _CANARY_WARMUP_RUNS = 3
 # Pause between canary timings while waiting for a quiet window: the 20-invoke canary takes
-# 3-10 ms, and the slow spells seen on one VM host lasted 0.5-5 s (canary 1.25-1.45x).
+# 3-10 ms, and the slow spells seen on one VM host lasted 0.5-60 s (canary 1.25-2.4x).
 _CANARY_POLL_S = 0.02
-
-
-def _median(values: list[int]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return float(ordered[middle])
-    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _timed(invoke: Any, warmup_runs: int, min_runs: int, min_time_ns: int) -> list[int]:

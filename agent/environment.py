@@ -83,8 +83,8 @@ def execution_config(settings: Settings) -> dict[str, Any]:
 @lru_cache
 def cpu_signature(core: int) -> str:
     """The silicon under ``core`` as one line: the processor's name and codes from /proc/cpuinfo
-    and the cache sizes the kernel reports for that core, e.g. ``"AMD EPYC; cpu family 25; model 1;
-    stepping 1; L1d 32K L1i 32K L2 512K L3 32768K"``.
+    and the cache sizes the kernel reports for that core, e.g. ``"AMD EPYC; cpu family: 25;
+    model: 1; stepping: 1; L1d 32K L1i 32K L2 512K L3 32768K"``.
 
     Part of the execution config, so a device name whose host moved to other hardware (a VM
     migrated, a board swapped) registers as a new device config with its own time model instead
@@ -103,21 +103,14 @@ def cpu_signature(core: int) -> str:
 def _cpuinfo_fields(core: int) -> dict[str, str]:
     """The identifying fields of ``core``'s block in /proc/cpuinfo (the first block if none
     names the core, as on ARM kernels that print the part once)."""
-    blocks = (_read_text(_CPUINFO) or "").split("\n\n")
-    chosen = blocks[0] if blocks else ""
-    for block in blocks:
-        if any(
-            line.split(":")[0].strip() == "processor" and line.split(":")[-1].strip() == str(core)
-            for line in block.splitlines()
-        ):
-            chosen = block
-            break
-    found: dict[str, str] = {}
-    for line in chosen.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in _CPUINFO_KEYS and value.strip():
-            found[key.strip()] = value.strip()
-    return {key: found[key] for key in _CPUINFO_KEYS if key in found}
+    blocks = [
+        {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+        for lines in (b.splitlines() for b in (_read_text(_CPUINFO) or "").split("\n\n"))
+        if lines
+    ]
+    first: dict[str, str] = blocks[0] if blocks else {}
+    found = next((b for b in blocks if b.get("processor") == str(core)), first)
+    return {key: found[key] for key in _CPUINFO_KEYS if found.get(key)}
 
 
 def _cache_sizes(core: int) -> str:
