@@ -95,6 +95,10 @@ class LatencyStats:
     # Canary timings of the kept attempt before its timed runs (1: quiet at once; more: the child
     # waited for a quiet window, settings.canary_wait_s); None without a canary.
     canary_polls: int | None = None
+    # The slower canary median of the attempt (ms), before or after its timed runs: stored so the
+    # fitter can judge it against the device's quietest canary over all samples, not only the
+    # quietest this runner had seen when it timed the sample (``quiet_samples``).
+    canary_ms: float | None = None
 
     @property
     def spread(self) -> float:
@@ -110,6 +114,7 @@ class LatencyStats:
             "cpu_share": self.cpu_share,
             "attempts": self.attempts,
             "canary_polls": self.canary_polls,
+            "canary_ms": self.canary_ms,
         }
 
     def to_dict(self) -> dict[str, float | int]:
@@ -387,6 +392,7 @@ class MeasurementChild:
             cpu_share=cpu_share,
             quiet=quiet,
             canary_polls=None if polls is None else int(polls),
+            canary_ms=max(canary_ms) if canary_ms else None,
         )
 
     def _receive(self, timeout_s: float, *, what: str) -> dict[str, Any]:

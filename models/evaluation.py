@@ -31,6 +31,7 @@ from models.timemodel import (
     fit_device_model,
     fit_weights,
     op_feature_vector,
+    quiet_samples,
 )
 
 
@@ -202,6 +203,8 @@ def fit_baselines(
     ``random_forest`` (nn-Meter's choice), ``gradient_boosting``, and ``paper_tree`` (the
     FastDeepIoT tree with the paper's cost features only).
     """
+    # The same samples the tree fits on: the disturbed ones left out (quiet_samples).
+    samples, _ = quiet_samples(samples)
     paper, _ = fit_device_model(samples, variant="paper", cv=cv, seed=seed)
     return {
         "flops": fit_flops_model(samples),

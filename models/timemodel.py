@@ -1113,6 +1113,12 @@ def _cv_predictions(
     return pred
 
 
+# The canary ratio above which a sample counts as disturbed when the fitter re-judges it: the
+# agent's default ``max_canary_ratio`` (fdiot/settings.py; 1.2 splits the fast state of the second
+# development VM, <= 1.15x, from its slow ones, 1.25-2.4x).
+DEFAULT_MAX_CANARY_RATIO = 1.2
+
+
 def fit_device_model(
     samples: Sequence[Mapping[str, Any]],
     *,
@@ -1120,6 +1126,7 @@ def fit_device_model(
     cv: int = 5,
     seed: int = 0,
     cv_repeats: int = 1,
+    max_canary_ratio: float | None = DEFAULT_MAX_CANARY_RATIO,
 ) -> tuple[DeviceTimeModel, dict[str, Any]]:
     """Fit one tree per op type on Sample dicts and cross-validate it.
 
@@ -1128,7 +1135,8 @@ def fit_device_model(
     ``{"per_op_type": {op_type: {"cv_mape", "cv_mape_op", "within_10pct", "samples",
     "inlier_share", "cv_mape_inliers"}},
     "overhead_ms", "variant", "samples", "disturbed_samples"}``: samples the agent flagged as
-    measured on a disturbed host are left out (:func:`quiet_samples`), counted per op type.
+    measured on a disturbed host, or timed under a canary above ``max_canary_ratio`` times the
+    quietest of all, are left out (:func:`quiet_samples`), counted per op type.
     Convolutions that run as a dense layer (:func:`dense_equivalent`) are fitted, cross-validated
     and counted with ``fully_connected`` (``convs_fitted_as_dense`` says how many).
     ``cv_mape`` is the mean absolute percentage error as a fraction (0.05 = 5%) of each sample's
@@ -1143,7 +1151,7 @@ def fit_device_model(
     figures are kept as ``cv_mape_splits``; ``within_10pct`` and ``cv_mape_inliers`` use the first.
     """
     _check_variant(variant)
-    samples, disturbed = quiet_samples(samples)
+    samples, disturbed = quiet_samples(samples, max_canary_ratio)
     overhead = estimate_overhead_ms(samples)
     by_type: dict[str, list[Mapping[str, Any]]] = {}
     for s in samples:
@@ -1214,28 +1222,48 @@ def fit_device_model(
     return model, metrics
 
 
-def is_quiet(sample: Mapping[str, Any]) -> bool:
+def is_quiet(sample: Mapping[str, Any], canary_limit_ms: float | None = None) -> bool:
     """False for a sample the agent flagged as measured on a disturbed host (its canary ran slow
-    or another process shared its core: ``environment.quiet``); samples without the flag count as
-    quiet."""
+    or another process shared its core: ``environment.quiet``), or whose canary (``canary_ms``)
+    is above ``canary_limit_ms``; samples without the flag or the canary count as quiet."""
     environment = sample.get("environment") or {}
-    return environment.get("quiet", True) is not False
+    if environment.get("quiet", True) is False:
+        return False
+    canary_ms = environment.get("canary_ms")
+    return canary_limit_ms is None or canary_ms is None or float(canary_ms) <= canary_limit_ms
+
+
+def canary_floor_ms(samples: Sequence[Mapping[str, Any]]) -> float | None:
+    """The quietest canary (ms) over the samples that stored one: the device's reference."""
+    canaries = [
+        float(c)
+        for s in samples
+        if (c := (s.get("environment") or {}).get("canary_ms")) is not None and float(c) > 0
+    ]
+    return min(canaries) if canaries else None
 
 
 def quiet_samples(
     samples: Sequence[Mapping[str, Any]],
+    max_canary_ratio: float | None = DEFAULT_MAX_CANARY_RATIO,
 ) -> tuple[list[Mapping[str, Any]], dict[str, int]]:
     """The samples to fit on, and how many disturbed ones were left out per op type.
 
     A disturbed sample's label is the host's slowdown as much as the op's time, so it is left
     out, unless an op type has no quiet sample at all (then its disturbed ones are all there is).
+    Disturbed: flagged by the agent, or (with ``max_canary_ratio``) timed under a canary more than
+    ``max_canary_ratio`` times the quietest canary of all the samples. The agent judges a canary
+    against the quietest *it* had seen so far, so on a host that starts in a slow state its
+    first samples pass as quiet; the whole campaign's floor does not have that blind spot.
     """
-    quiet_types = {str(s["op_type"]) for s in samples if is_quiet(s)}
+    floor_ms = canary_floor_ms(samples) if max_canary_ratio is not None else None
+    limit_ms = None if floor_ms is None or max_canary_ratio is None else floor_ms * max_canary_ratio
+    quiet_types = {str(s["op_type"]) for s in samples if is_quiet(s, limit_ms)}
     kept: list[Mapping[str, Any]] = []
     disturbed: dict[str, int] = {}
     for s in samples:
         op_type = str(s["op_type"])
-        if is_quiet(s) or op_type not in quiet_types:
+        if is_quiet(s, limit_ms) or op_type not in quiet_types:
             kept.append(s)
         else:
             disturbed[op_type] = disturbed.get(op_type, 0) + 1

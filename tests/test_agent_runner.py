@@ -122,9 +122,13 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
         "cpu_share",
         "attempts",
         "canary_polls",
+        "canary_ms",
     }
     assert stats.canary_polls is not None and stats.canary_polls >= 1
     assert quality["canary_ratio"] == stats.canary_ratio
+    # The absolute canary is the attempt's slower one: its ratio to the runner's reference.
+    assert stats.canary_ms is not None
+    assert stats.canary_ms / child.canary_reference_ms == pytest.approx(stats.canary_ratio)
 
 
 def test_canary_above_its_limit_is_remeasured_then_flagged(

@@ -148,6 +148,26 @@ def test_baselines_share_the_interface(samples):
         assert model.predict_network(ops).total_ms > 0
 
 
+def test_baselines_leave_the_disturbed_samples_out_like_the_tree(samples):
+    # Every other conv sample 4x slow and flagged: a baseline fitted on them would predict ~2.5x.
+    marked = [
+        {
+            **s,
+            "latency": {"median_ms": 4 * s["latency"]["median_ms"]},
+            "environment": {"quiet": False},
+        }
+        if s["op_type"] == "conv2d" and i % 2 == 0
+        else s
+        for i, s in enumerate(samples)
+    ]
+    clean = [s for s in marked if (s.get("environment") or {}).get("quiet", True)]
+    conv = next(s for s in clean if s["op_type"] == "conv2d")
+    ops = [OpInstance(0, "conv2d", conv["config"], conv["features"], "CONV_2D")]
+    on_marked = fit_baselines(marked, cv=2)["flops"].predict_network(ops).total_ms
+    on_clean = fit_baselines(clean, cv=2)["flops"].predict_network(ops).total_ms
+    assert on_marked == pytest.approx(on_clean, rel=1e-9)
+
+
 def test_random_forest_baseline_is_unbiased_in_sample(samples):
     # Regression: 1/y**2 row weights made every forest leaf the mean of its fastest sample, and
     # the forest under-predicted every network by 17-99%.
@@ -438,6 +458,27 @@ def test_disturbed_samples_are_left_out_and_counted(samples):
     ops = [OpInstance(0, "add", add["config"], add["features"], "ADD")]
     with_marked = model.predict_network(ops).total_ms
     assert with_marked == pytest.approx(clean.predict_network(ops).total_ms, rel=0.05)
+
+
+def test_samples_are_rejudged_against_the_quietest_canary_of_all(samples):
+    # The agent started in a slow state: its reference was 0.3 ms, so the add samples timed at a
+    # 0.3 ms canary passed as quiet. A later fast state (0.15 ms) shows they were 2x slow.
+    rejudged = []
+    for i, s in enumerate(samples):
+        canary_ms = 0.3 if s["op_type"] == "add" and i % 2 == 0 else 0.15
+        environment = {"quiet": True, "canary_ratio": 1.0, "canary_ms": canary_ms}
+        rejudged.append({**s, "environment": environment})
+    slow = sum(1 for s in rejudged if s["environment"]["canary_ms"] == 0.3)
+    kept, disturbed = quiet_samples(rejudged)
+    assert disturbed == {"add": slow} and len(kept) == len(rejudged) - slow
+    # 0.3 / 0.15 = 2.0: within a limit of 2, over one of 1.99; no limit keeps the agent's verdict.
+    assert quiet_samples(rejudged, max_canary_ratio=2.0)[1] == {}
+    assert quiet_samples(rejudged, max_canary_ratio=1.99)[1] == {"add": slow}
+    assert quiet_samples(rejudged, max_canary_ratio=None)[1] == {}
+    _, metrics = fit_device_model(rejudged, cv=3)
+    assert metrics["disturbed_samples"] == {"add": slow}
+    _, metrics = fit_device_model(rejudged, cv=3, max_canary_ratio=None)
+    assert metrics["disturbed_samples"] == {}
 
 
 def test_an_op_type_with_only_disturbed_samples_keeps_them():

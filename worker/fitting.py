@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from fdiot.settings import get_settings
 from models.features import TFLiteParseError, parse_tflite
 from models.opspace import PROBE_OP_TYPES, adaptive_configs
 from models.timemodel import DeviceTimeModel, fit_device_model
@@ -84,7 +85,12 @@ def fit_device(session: Session, device_id: int, *, force: bool = False) -> Mode
     unchanged = latest is not None and latest.sample_count == len(samples)
     if not samples or (unchanged and not force):
         return None
-    model, metrics = fit_device_model([sample_as_dict(s) for s in samples], cv=CV_FOLDS)
+    # The agents' canary limit, applied again against the device's quietest canary of all samples.
+    model, metrics = fit_device_model(
+        [sample_as_dict(s) for s in samples],
+        cv=CV_FOLDS,
+        max_canary_ratio=get_settings().max_canary_ratio,
+    )
     all_metrics = dict(metrics)
     all_metrics["networks"] = validate_on_networks(
         model, network_jobs_with_results(session, device_id)
