@@ -68,7 +68,7 @@ class _Timer:
     def set_canary(self, model: bytes, threads: int) -> None:
         """Load ``model`` as the canary (kept apart from the measured model's interpreter)."""
         self._canary = None
-        self._canary = _load(model, threads, self)
+        self._canary = load_interpreter(model, threads, self)
 
     def time_invokes(
         self,
@@ -111,7 +111,7 @@ class _Timer:
                 time.sleep(_CANARY_POLL_S)
         self.stage = "invoke"
         cpu_before_ns, wall_before_ns = time.process_time_ns(), time.perf_counter_ns()
-        times_ns = _timed(interpreter.invoke, warmup_runs, min_runs, int(min_time_s * 1e9))
+        times_ns = time_invokes(interpreter.invoke, warmup_runs, min_runs, int(min_time_s * 1e9))
         cpu_ns = time.process_time_ns() - cpu_before_ns
         wall_ns = time.perf_counter_ns() - wall_before_ns
         canary_after_ns: list[int] = []
@@ -128,7 +128,7 @@ class _Timer:
         }
 
     def _time_canary(self, runs: int) -> list[int]:
-        return _timed(self._canary.invoke, _CANARY_WARMUP_RUNS, runs, 0)
+        return time_invokes(self._canary.invoke, _CANARY_WARMUP_RUNS, runs, 0)
 
     def _interpreter_for(self, model: bytes, threads: int) -> Any:
         sha256 = hashlib.sha256(model).hexdigest() + f"/{threads}"
@@ -136,7 +136,7 @@ class _Timer:
             return self._interpreter
         # Free the previous model before loading the next (and forget it if loading fails).
         self._interpreter, self._model_sha256 = None, None
-        interpreter = _load(model, threads, self)
+        interpreter = load_interpreter(model, threads, self)
         self._interpreter, self._model_sha256 = interpreter, sha256
         return interpreter
 
@@ -148,7 +148,7 @@ _CANARY_WARMUP_RUNS = 3
 _CANARY_POLL_S = 0.02
 
 
-def _timed(invoke: Any, warmup_runs: int, min_runs: int, min_time_ns: int) -> list[int]:
+def time_invokes(invoke: Any, warmup_runs: int, min_runs: int, min_time_ns: int) -> list[int]:
     """Call ``invoke`` ``warmup_runs`` times, then time calls until both limits are reached."""
     for _ in range(warmup_runs):
         invoke()
@@ -162,11 +162,13 @@ def _timed(invoke: Any, warmup_runs: int, min_runs: int, min_time_ns: int) -> li
     return times_ns
 
 
-def _load(model: bytes, threads: int, timer: _Timer) -> Any:
-    """An interpreter for ``model`` with tensors allocated and random inputs set."""
+def load_interpreter(model: bytes, threads: int, timer: _Timer | None = None) -> Any:
+    """An interpreter for ``model`` with tensors allocated and random inputs set (``timer``'s
+    stage says how far it got, for the child's error replies)."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
+    timer = timer or _Timer()
     timer.stage = "load"
     interpreter = Interpreter(model_content=model, num_threads=threads)
     timer.stage = "allocate_tensors"

@@ -30,6 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from agent._measure_child import load_interpreter, time_invokes
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from agent.runner import CANARY_OP
@@ -51,27 +52,8 @@ L2_RUNS, L3_RUNS, NETWORK_RUNS, WARMUP_RUNS = 20, 10, 10, 3
 console = Console()
 
 
-def _load(model: bytes) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model, num_threads=1)
-    interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        shape = tuple(int(d) for d in detail["shape"])
-        interpreter.set_tensor(detail["index"], rng.random(shape).astype(detail["dtype"]))
-    return interpreter
-
-
 def _median_ms(invoke: Callable[[], None], runs: int) -> float:
-    for _ in range(WARMUP_RUNS):
-        invoke()
-    times_ns = []
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        invoke()
-        times_ns.append(time.perf_counter_ns() - start)
-    return statistics.median(times_ns) / 1e6
+    return statistics.median(time_invokes(invoke, WARMUP_RUNS, runs, 0)) / 1e6
 
 
 def _spread(values: np.ndarray) -> dict[str, Any]:
@@ -125,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = get_settings()
     core = reserve_measurement_core(settings)
-    l2 = _load(build_op_model(*CANARY_OP)).invoke
-    l3 = _load(build_op_model(*L3_CANARY_OP)).invoke
-    nets = {name: _load(zoo.build_tflite(name)).invoke for name in args.networks}
+    l2 = load_interpreter(build_op_model(*CANARY_OP), 1).invoke
+    l3 = load_interpreter(build_op_model(*L3_CANARY_OP), 1).invoke
+    nets = {name: load_interpreter(zoo.build_tflite(name), 1).invoke for name in args.networks}
     os.sched_setaffinity(0, {core})  # built and loaded off the core; timed on it
     rows: list[dict[str, float]] = []
     started = time.monotonic()
