@@ -16,8 +16,9 @@ divided out of the label: re-measured later, samples timed under a slow canary h
 than it (``bench/canary.py``). The child also reports its CPU time over the timed runs: a
 ``cpu_share`` below ``min_cpu_share`` of the wall time means another process ran on the measurement
 core (the canary's 10 ms can fall between two of its time slices). Either way the attempt is
-*disturbed*: it is measured again after ``disturbed_pause_s`` (for networks doubled at each
-attempt), and the kept attempt is the quietest. A sample still disturbed after every attempt is
+*disturbed*: it is measured again, op samples at once (the child's wait for a quiet canary is
+their pause), networks after ``network_disturbed_pause_s`` doubled at each attempt, and the kept
+attempt is the quietest. A sample still disturbed after every attempt is
 stored with ``quiet=False`` in its environment, and the fitter leaves it out.
 
 Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
@@ -99,6 +100,9 @@ class LatencyStats:
     # fitter can judge it against the device's quietest canary over all samples, not only the
     # quietest this runner had seen when it timed the sample (``quiet_samples``).
     canary_ms: float | None = None
+    # Wall time (s) of the whole measurement: every attempt with its canary wait and any pause
+    # between attempts; what the sample cost the device, beside the kept attempt's timed runs.
+    measure_s: float | None = None
 
     @property
     def spread(self) -> float:
@@ -115,6 +119,7 @@ class LatencyStats:
             "attempts": self.attempts,
             "canary_polls": self.canary_polls,
             "canary_ms": self.canary_ms,
+            "measure_s": self.measure_s,
         }
 
     def to_dict(self) -> dict[str, float | int]:
@@ -179,6 +184,7 @@ class MeasurementChild:
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._pending_model: bytes | None = None
+        self._submitted_at = 0.0
         self._pending_error: MeasurementError | None = None
         self._stderr_mark = 0
         # The lowest canary median (ms) seen by this runner; kept across child restarts.
@@ -289,6 +295,7 @@ class MeasurementChild:
                 "max_canary_ratio": self.settings.network_max_canary_ratio,
                 "max_remeasure": self.settings.network_max_remeasure,
                 "pause_growth": self.settings.network_pause_growth,
+                "disturbed_pause_s": self.settings.network_disturbed_pause_s,
                 "min_good_attempts": self.settings.network_min_good_attempts,
             }
         )
@@ -303,6 +310,7 @@ class MeasurementChild:
         if self._pending_model is not None:
             raise RuntimeError("a measurement is already pending; call result() first")
         self._pending_model, self._pending_error = model, None
+        self._submitted_at = time.monotonic()
         try:
             self.start()
             self._send(model)
@@ -322,13 +330,14 @@ class MeasurementChild:
             if len(_good(attempts)) >= self.settings.min_good_attempts:
                 break
             last = attempts[-1]
-            if not last.quiet:
+            if not last.quiet and self.settings.disturbed_pause_s > 0:
                 # Let the disturbance pass; a long one gets a longer wait at each attempt.
                 growth = self.settings.pause_growth ** (len(attempts) - 1)
                 _pause(self.settings.disturbed_pause_s * growth)
             self._send(model)
             attempts.append(self._collect())
-        return dataclasses.replace(_kept(attempts), attempts=len(attempts))
+        measure_s = time.monotonic() - self._submitted_at
+        return dataclasses.replace(_kept(attempts), attempts=len(attempts), measure_s=measure_s)
 
     # ------------------------------------------------------------------ wire protocol
 

@@ -372,6 +372,14 @@ def report(
         f"{_minutes(run.get('timed_runs_s'))} in timed runs; "
         f"model version: {run.get('model_version', 'fitted in process (offline)')}"
     )
+    cost = run.get("measurement_cost") or {}
+    if cost.get("attempts_per_sample") is not None:
+        console.print(
+            f"measuring: {_minutes(cost.get('measuring_s'))} min (attempts, canary waits, pauses); "
+            f"{cost['attempts_per_sample']:.2f} attempts per sample, "
+            f"{cost.get('samples_remeasured')} samples timed more than once, "
+            f"{cost.get('canary_polls_per_sample') or 0:.1f} canary polls per kept attempt"
+        )
     document: JSON = {
         "run": run,
         "summary": summaries,
@@ -414,6 +422,29 @@ def _timed_runs_s(samples: Iterable[Mapping[str, Any]]) -> float:
         median_ms = latency.get("median_ms") or 0.0
         total_ms += float(runs) * float(median_ms)
     return total_ms / 1000.0
+
+
+def measurement_cost(samples: Iterable[Mapping[str, Any]]) -> JSON:
+    """Where the campaign's device time went, from the samples' ``environment``: seconds spent
+    measuring (``measure_s``: every attempt, canary wait and pause; None when no sample has it),
+    attempts and canary polls (of the kept attempt) per sample, samples timed more than once."""
+    attempts: list[int] = []
+    polls: list[int] = []
+    measure_s: list[float] = []
+    for s in samples:
+        env = s.get("environment") or {}
+        if env.get("attempts") is not None:
+            attempts.append(int(env["attempts"]))
+        if env.get("canary_polls") is not None:
+            polls.append(int(env["canary_polls"]))
+        if env.get("measure_s") is not None:
+            measure_s.append(float(env["measure_s"]))
+    return {
+        "measuring_s": sum(measure_s) if measure_s else None,
+        "attempts_per_sample": sum(attempts) / len(attempts) if attempts else None,
+        "samples_remeasured": sum(a > 1 for a in attempts),
+        "canary_polls_per_sample": sum(polls) / len(polls) if polls else None,
+    }
 
 
 def _environment() -> JSON:
@@ -627,6 +658,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             "weight_reload": metrics.get("weight_reload"),
             "campaign_wall_s": campaign_wall_s,
             "timed_runs_s": _timed_runs_s(samples),
+            "measurement_cost": measurement_cost(samples),
             "conv_plot": str(plot_path),
         }
     return results, run

@@ -134,9 +134,13 @@ class Settings(BaseSettings):
     min_good_attempts: int = Field(default=1, ge=1)
     network_min_good_attempts: int = Field(default=3, ge=1)
     # Pause before re-measuring a disturbed attempt, multiplied by pause_growth at each further
-    # attempt. Op samples keep it fixed (growth 1): a sample still disturbed is left out of the
-    # fit and costs little, whereas waiting out a slow host for each of them would stall campaigns.
-    disturbed_pause_s: float = 0.5
+    # attempt. Op samples: none by default, since the child already waits (up to canary_wait_s)
+    # for a quiet canary before each attempt; the 0.5 s pause predates that wait and only idled
+    # the device (set it when canary_wait_s is 0). Networks keep a pause doubling from
+    # network_disturbed_pause_s, to outlast the long slow spells described above; a disturbed op
+    # sample is left out of the fit and costs little, so it does not wait out a long spell.
+    disturbed_pause_s: float = Field(default=0.0, ge=0.0)
+    network_disturbed_pause_s: float = Field(default=0.5, ge=0.0)
     pause_growth: float = 1.0
     # Child-process limits for untrusted models.
     child_memory_bytes: int = 4 * 1024 * 1024 * 1024

@@ -123,7 +123,9 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
         "attempts",
         "canary_polls",
         "canary_ms",
+        "measure_s",
     }
+    assert stats.measure_s is not None and stats.measure_s > 0
     assert stats.canary_polls is not None and stats.canary_polls >= 1
     assert quality["canary_ratio"] == stats.canary_ratio
     # The absolute canary is the attempt's slower one; its ratio was taken against the runner's
@@ -201,15 +203,36 @@ def test_disturbed_attempts_wait_longer_each_time(
             "max_remeasure": 2,
             "network_max_remeasure": 3,
             "disturbed_pause_s": 0.01,
+            "network_disturbed_pause_s": 0.03,
             "canary_wait_s": 0.0,
         }
     )
     with MeasurementChild(strict) as measurer:
-        assert measurer.measure(conv_model).attempts == 3
+        stats = measurer.measure(conv_model)
+        assert stats.attempts == 3
         assert pauses == pytest.approx([0.01, 0.01])  # op samples: a fixed pause
+        # The sample's device time covers its three attempts (each at least min_time_s of runs).
+        assert stats.measure_s is not None and stats.measure_s >= 3 * strict.min_time_s
+        assert stats.quality()["measure_s"] == stats.measure_s
         pauses.clear()
         assert measurer.measure_network(conv_model).attempts == 4
-        assert pauses == pytest.approx([0.01, 0.02, 0.04])  # networks: doubling
+        assert pauses == pytest.approx([0.03, 0.06, 0.12])  # networks: doubling from their own
+
+
+def test_op_samples_do_not_pause_by_default(
+    settings: Settings, conv_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's wait for a quiet canary is an op sample's pause: no fixed sleep on top."""
+    pauses: list[float] = []
+    monkeypatch.setattr("agent.runner._pause", pauses.append)
+    fields = Settings.model_fields
+    assert fields["disturbed_pause_s"].default == 0.0
+    assert fields["network_disturbed_pause_s"].default > 0
+    assert settings.disturbed_pause_s == 0.0  # the suite runs on the default
+    disturbed = settings.model_copy(update={"max_canary_ratio": 0.5, "max_remeasure": 2})
+    with MeasurementChild(disturbed) as measurer:
+        assert measurer.measure(conv_model).attempts == 3
+    assert pauses == []
 
 
 def test_networks_are_measured_with_the_stricter_limits(

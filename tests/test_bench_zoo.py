@@ -52,6 +52,22 @@ def test_error_summary_counts_misses_and_shares() -> None:
     assert summary["max_error_pct"] == pytest.approx(30.0)
 
 
+def test_measurement_cost_sums_what_the_samples_record() -> None:
+    from bench.accuracy import measurement_cost
+
+    samples = [
+        {"environment": {"attempts": 1, "canary_polls": 1, "measure_s": 0.5}},
+        {"environment": {"attempts": 3, "canary_polls": 4, "measure_s": 2.0}},
+        {"latency": {"median_ms": 1.0}},  # an older sample: no environment, not counted
+    ]
+    cost = measurement_cost(samples)
+    assert cost["measuring_s"] == pytest.approx(2.5)
+    assert cost["attempts_per_sample"] == pytest.approx(2.0)
+    assert cost["samples_remeasured"] == 1
+    assert cost["canary_polls_per_sample"] == pytest.approx(2.5)
+    assert measurement_cost([{"environment": {"attempts": 1}}])["measuring_s"] is None
+
+
 def test_demo_networks_are_zoo_networks() -> None:
     from fdiot.demo import DEMO_NETWORKS
 
