@@ -24,7 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy models server worker agent fdiot
+	$(BIN)/mypy models server worker agent fdiot bench tests
 
 format: $(STAMP)
 	$(BIN)/ruff format .

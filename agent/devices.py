@@ -187,6 +187,7 @@ class BenchmarkTimings:
             std_ms=self.std_us / 1000,
             runs=self.count,
             spread_ok=spread <= max_spread,
+            stable=spread <= max_spread,  # no run order in benchmark_model's output: no drift
         )
 
 

@@ -2,11 +2,17 @@
 
 The protocol (DESIGN.md, "Measurement protocol"): ``warmup_runs`` untimed invokes, then timed
 invokes until both ``min_runs`` and ``min_time_s`` are reached; the label is the median, with
-p10/p90/std beside it. A sample whose spread ``(p90 - p10) / median`` exceeds ``max_spread`` is
-measured again, up to ``max_remeasure`` more times; then the attempt with the smallest spread is
-kept and flagged ``spread_ok=False``. A sample may ask for several good
-(quiet, within the spread) attempts, ``min_good_attempts``: network benchmark jobs take 3 and keep
-the median one, so that one attempt timed during a short slow spell of the host is not the label.
+p10/p90/std beside it. An attempt is measured again when its **drift**, how far the medians of
+the first and second half of its timed runs (in run order) differ relative to the median, exceeds
+``max_drift``: the host changed state during it. That is repeated up to ``max_remeasure`` more
+times, and the sample is flagged ``stable=False`` if no attempt was stable. The spread
+``(p90 - p10) / median`` is stored as ``spread_ok`` against ``max_spread``; it decided
+re-measurement until 2026-11-30, and still does with ``max_drift`` 0 and on adb/ssh devices (whose
+tool reports no run order): on the second development VM it rejected attempts whose labels were
+nearly as good as the accepted ones (``bench/attempt_criteria.py``). A sample may ask for
+several good (quiet and stable) attempts, ``min_good_attempts``: network benchmark jobs take 3
+and keep the median one, so that one attempt timed during a short slow spell of the host is not
+the label.
 
 Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs`` invokes
 in the same child. Its median over the lowest median the child has seen is the attempt's
@@ -76,8 +82,12 @@ class MeasurementError(RuntimeError):
 class LatencyStats:
     """Latency of one model over ``runs`` timed invokes, in milliseconds.
 
-    ``spread_ok`` is False when even the best attempt's ``(p90 - p10) / median`` exceeded the
-    settings' ``max_spread``; ``attempts`` counts the timed attempts behind it.
+    ``spread_ok`` says whether the kept attempt's ``(p90 - p10) / median`` is within the
+    settings' ``max_spread``; ``drift`` is how far the medians of the first and second half of its
+    timed runs differ (relative; None where only summary statistics exist, adb/ssh devices);
+    ``stable`` whether the attempt passed the check that decides re-measurement: the drift limit
+    ``max_drift`` for local measurements, the spread limit elsewhere. ``attempts`` counts the
+    timed attempts behind it.
     """
 
     median_ms: float
@@ -87,6 +97,8 @@ class LatencyStats:
     runs: int
     spread_ok: bool
     attempts: int = 1  # timed attempts made: 1 + re-measurements
+    drift: float | None = None
+    stable: bool = True
     # Canary median / the lowest canary median seen: 1.0 on a quiet host; None without a canary.
     canary_ratio: float | None = None
     # This process's CPU time / wall time over the timed runs (below 1: the core was shared).
@@ -113,6 +125,8 @@ class LatencyStats:
         """How trustworthy the measurement is, stored in the sample's ``environment``."""
         return {
             "spread_ok": self.spread_ok,
+            "drift": self.drift,
+            "stable": self.stable,
             "quiet": self.quiet,
             "canary_ratio": self.canary_ratio,
             "cpu_share": self.cpu_share,
@@ -133,15 +147,36 @@ class LatencyStats:
         }
 
 
-def latency_stats(times_ns: Iterable[int], max_spread: float) -> LatencyStats:
-    """Summarize per-invoke wall times (ns) as :class:`LatencyStats` (ms)."""
+def median_drift(times_ms: np.ndarray) -> float:
+    """``|median(first half) - median(second half)| / median`` of timed runs in run order: how far
+    the host moved during the attempt (0 for runs whose jitter is the same throughout)."""
+    half = times_ms.size // 2
+    median = float(np.median(times_ms)) if times_ms.size else 0.0
+    if half < 1 or median <= 0:
+        return 0.0 if median > 0 else float("inf")
+    first, second = float(np.median(times_ms[:half])), float(np.median(times_ms[half:]))
+    return abs(first - second) / median
+
+
+def latency_stats(
+    times_ns: Iterable[int], max_spread: float, max_drift: float | None = None
+) -> LatencyStats:
+    """Summarize per-invoke wall times (ns, in run order) as :class:`LatencyStats` (ms).
+
+    ``stable`` is ``drift <= max_drift`` when a drift limit is given, else ``spread_ok``.
+    """
     times_ms = np.asarray(list(times_ns), dtype=np.float64) / 1e6
     if times_ms.size == 0:
         raise ValueError("no timed runs")
     p10, median, p90 = (float(v) for v in np.percentile(times_ms, [10, 50, 90]))
     std = float(times_ms.std(ddof=1)) if times_ms.size > 1 else 0.0
     spread = (p90 - p10) / median if median > 0 else float("inf")
-    return LatencyStats(median, p10, p90, std, int(times_ms.size), spread <= max_spread)
+    drift = median_drift(times_ms)
+    spread_ok = spread <= max_spread
+    stable = spread_ok if max_drift is None else drift <= max_drift
+    return LatencyStats(
+        median, p10, p90, std, int(times_ms.size), spread_ok, drift=drift, stable=stable
+    )
 
 
 # The canary: a 3x3 conv on 28x28x32 -> 32 channels (0.49 ms on this host's CPU with XNNPACK),
@@ -375,7 +410,8 @@ class MeasurementChild:
             raise MeasurementError(
                 f"runtime rejected the model: {reply.get('error')}", stderr_tail=self._stderr_tail()
             )
-        stats = latency_stats(reply["times_ns"], self.settings.max_spread)
+        max_drift = self.settings.max_drift if self.settings.max_drift > 0 else None
+        stats = latency_stats(reply["times_ns"], self.settings.max_spread, max_drift)
         # The canary right before and right after the timed runs: the slower of the two says
         # whether the host slowed down at any point of the attempt.
         canary_ms = [
@@ -480,8 +516,8 @@ def _pause(seconds: float) -> None:
 
 
 def _good(attempts: Sequence[LatencyStats]) -> list[LatencyStats]:
-    """The attempts that were quiet and within the spread limit."""
-    return [a for a in attempts if a.quiet and a.spread_ok]
+    """The attempts that were quiet and stable (within the drift, or spread, limit)."""
+    return [a for a in attempts if a.quiet and a.stable]
 
 
 def _kept(attempts: Sequence[LatencyStats]) -> LatencyStats:
@@ -494,11 +530,11 @@ def _kept(attempts: Sequence[LatencyStats]) -> LatencyStats:
 
 
 def _preference(stats: LatencyStats) -> tuple[bool, bool, float]:
-    """Sort key of a sample's attempts, best first: quiet, then within the spread limit, then the
-    lowest median (among quiet attempts the fastest is the least disturbed) or, when none is
-    quiet, the least disturbed."""
+    """Sort key of a sample's attempts, best first: quiet, then stable, then the lowest median
+    (among quiet attempts the fastest is the least disturbed) or, when none is quiet, the least
+    disturbed."""
     closeness = stats.median_ms if stats.quiet else (stats.canary_ratio or 0.0)
-    return (not stats.quiet, not stats.spread_ok, closeness)
+    return (not stats.quiet, not stats.stable, closeness)
 
 
 def measure_tflite(model: bytes, *, settings: Settings | None = None) -> LatencyStats:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import LinearRegression
 
@@ -35,7 +36,7 @@ from models.timemodel import (
 )
 
 
-def mape(measured: Sequence[float], predicted: Sequence[float]) -> float:
+def mape(measured: ArrayLike, predicted: ArrayLike) -> float:
     """Mean absolute percentage error as a fraction (0.05 = 5%)."""
     m = np.asarray(measured, dtype=float)
     p = np.asarray(predicted, dtype=float)
@@ -44,7 +45,7 @@ def mape(measured: Sequence[float], predicted: Sequence[float]) -> float:
     return float(np.mean(np.abs(p - m) / m))
 
 
-def within_fraction(measured: Sequence[float], predicted: Sequence[float], tol: float) -> float:
+def within_fraction(measured: ArrayLike, predicted: ArrayLike, tol: float) -> float:
     """Share of predictions within ``tol`` relative error of the measurement (tol=0.1: ±10%)."""
     m = np.asarray(measured, dtype=float)
     p = np.asarray(predicted, dtype=float)

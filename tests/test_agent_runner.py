@@ -100,10 +100,23 @@ def test_min_time_extends_the_run_count(settings: Settings) -> None:
     assert stats.runs > settings.min_runs
 
 
-def test_wide_spread_is_remeasured_then_flagged(settings: Settings, conv_model: bytes) -> None:
-    strict = settings.model_copy(update={"max_spread": -1.0, "max_remeasure": 2})
+def test_drifting_attempts_are_remeasured_then_flagged(
+    settings: Settings, conv_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every attempt's halves 50% apart (the host "changed state" each time); spread within limit.
+    monkeypatch.setattr("agent.runner.median_drift", lambda times_ms: 0.5)
+    strict = settings.model_copy(update={"max_drift": 0.02, "max_spread": 10.0, "max_remeasure": 2})
     stats = measure_tflite(conv_model, settings=strict)
-    assert stats.spread_ok is False
+    assert stats.stable is False and stats.spread_ok is True
+    assert stats.drift == 0.5
+    assert stats.attempts == 3
+    assert stats.quality()["stable"] is False
+
+
+def test_without_a_drift_limit_the_spread_decides(settings: Settings, conv_model: bytes) -> None:
+    strict = settings.model_copy(update={"max_drift": 0.0, "max_spread": -1.0, "max_remeasure": 2})
+    stats = measure_tflite(conv_model, settings=strict)
+    assert stats.spread_ok is False and stats.stable is False
     assert stats.attempts == 3
 
 
@@ -117,6 +130,8 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
     quality = stats.quality()
     assert set(quality) == {
         "spread_ok",
+        "drift",
+        "stable",
         "quiet",
         "canary_ratio",
         "cpu_share",
@@ -362,8 +377,17 @@ def test_latency_stats_from_known_times() -> None:
     stats = latency_stats([1_000_000] * 9 + [2_000_000], max_spread=0.25)
     assert stats.median_ms == 1.0 and stats.runs == 10
     assert stats.p90_ms == pytest.approx(1.1)
+    assert stats.drift == 0.0 and stats.stable  # no drift limit: the spread (0.1) decides
     with pytest.raises(ValueError):
         latency_stats([], max_spread=0.25)
+
+
+def test_drift_is_a_change_between_the_halves_not_jitter() -> None:
+    jitter = [1_000_000, 1_300_000, 900_000, 1_200_000] * 5  # wide, but the same throughout
+    steady = latency_stats(jitter, max_spread=0.25, max_drift=0.02)
+    assert not steady.spread_ok and steady.drift == 0.0 and steady.stable
+    switched = latency_stats([1_000_000] * 10 + [1_500_000] * 10, max_spread=1.0, max_drift=0.02)
+    assert switched.spread_ok and switched.drift == pytest.approx(0.4) and not switched.stable
 
 
 # ---------------------------------------------------------------------------- environment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,6 +213,7 @@ def _dense_samples():
 
 def test_weight_streaming_is_fitted_from_dense_samples():
     cache_bytes, dram_rate = estimate_weight_streaming(_dense_samples(), OVERHEAD_MS)
+    assert cache_bytes is not None and dram_rate is not None
     assert 4e6 < cache_bytes < 9e6
     assert dram_rate == pytest.approx(1 / 10e6, rel=0.05)  # ms per byte at 10 GB/s
     small = [s for s in _dense_samples() if s["features"]["param_bytes"] <= 6e6]
@@ -341,7 +343,7 @@ def test_dense_equivalent_convs(config, dense_cin):
 def test_a_one_pixel_conv_is_priced_and_fitted_as_a_dense_layer(samples):
     """A 1x1 conv on a 1x1 map is the dense layer's kernel: the dense tree prices it and its
     samples train that tree, not the conv tree (whose other samples run a different kernel)."""
-    heads = []
+    heads: list[dict[str, Any]] = []
     for cin, cout in ((256, 512), (512, 1000), (960, 1280), (1024, 1024), (1280, 1000)):
         config = {"h": 1, "w": 1, "kh": 1, "kw": 1, "cin": cin, "cout": cout, "stride": 1,
                   "padding": "same", "activation": "none"}  # fmt: skip
@@ -359,7 +361,9 @@ def test_a_one_pixel_conv_is_priced_and_fitted_as_a_dense_layer(samples):
     assert metrics["per_op_type"]["fully_connected"]["samples"] == 40 + len(heads) + drawn
     head = heads[2]["config"]
     as_conv = model.predict_op("conv2d", head)[0]
-    assert as_conv == model.predict_op("fully_connected", dense_equivalent("conv2d", head))[0]
+    head_as_dense = dense_equivalent("conv2d", head)
+    assert head_as_dense is not None
+    assert as_conv == model.predict_op("fully_connected", head_as_dense)[0]
     op = OpInstance(0, "conv2d", head, cost_features("conv2d", head), "CONV_2D")
     (prediction,) = model.predict_ops([op])
     assert "dense layer of 960 inputs" in prediction.note
@@ -618,7 +622,8 @@ def test_a_version_fitted_before_new_columns_still_predicts(samples, monkeypatch
     with monkeypatch.context() as patch:
         patch.setattr("models.timemodel._PER_PIXEL_OPS", frozenset())
         old, _ = fit_device_model(samples, cv=2)
-        assert "output_pixels" not in old.trees["conv2d"].feature_names
+        old_columns = old.trees["conv2d"].feature_names
+        assert old_columns is not None and "output_pixels" not in old_columns
         before = old.predict_op("conv2d", config)
     stored = DeviceTimeModel.from_dict(json.loads(json.dumps(old.to_dict())))
     assert stored.predict_op("conv2d", config) == pytest.approx(before)

@@ -126,7 +126,7 @@ def test_one_wild_held_out_row_does_not_prune_a_good_tree(monkeypatch):
     # 100% or 33% on each. One held-out row has a corrupt label (x / 100): the tree is off by
     # 29900% there, the root by 19900%. Scored by squared relative error that one row decides
     # for the root; by absolute percentage error (what the fitter uses) the 200 rows win.
-    def leaf(slope: float, error: float) -> dict:
+    def leaf(slope: float, error: float) -> dict[str, object]:
         return {"n": 100, "coef": [slope], "intercept": 0.0, "error": error}
 
     tree = {

@@ -1,0 +1,44 @@
+"""bench.attempt_criteria's scoring: drift, spread and label errors on hand-made attempts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.attempt_criteria import criteria, drift, label_errors, spread
+
+
+def test_drift_sees_a_state_change_that_jitter_alone_does_not() -> None:
+    jitter = [100, 130, 90, 120, 100, 130, 90, 120]  # wide spread, same halves
+    assert spread(jitter) > 0.25
+    assert drift(jitter) == pytest.approx(0.0)
+    switched = [100] * 10 + [150] * 10  # the host slowed halfway
+    assert drift(switched) == pytest.approx(0.4)
+
+
+def _attempt(
+    op: int, median_ms: float, *, spread_: float, drift_: float, quiet: bool = True
+) -> dict[str, Any]:
+    return {"op": op, "median_ms": median_ms, "spread": spread_, "drift": drift_, "quiet": quiet}
+
+
+def test_labels_are_scored_against_the_ops_other_quiet_attempts() -> None:
+    attempts = [
+        _attempt(0, 1.0, spread_=0.1, drift_=0.0),
+        _attempt(0, 1.0, spread_=0.4, drift_=0.0),  # wide but right
+        _attempt(0, 1.3, spread_=0.1, drift_=0.2),  # drifted: 30% off
+        _attempt(0, 2.0, spread_=0.1, drift_=0.0, quiet=False),  # disturbed: not a reference
+        _attempt(1, 5.0, spread_=0.1, drift_=0.0),  # no other quiet attempt: unscored
+    ]
+    scored = label_errors(attempts)
+    assert scored[0]["error"] == pytest.approx(1 - 1.0 / 1.15)  # against median(1.0, 1.3)
+    assert scored[2]["error"] == pytest.approx(0.3)
+    assert scored[4]["error"] is None
+    rows = criteria(scored, max_spread=0.25)
+    assert rows["all"]["attempts"] == 3  # quiet and scored
+    assert rows["spread <= 0.25"]["accepted_share"] == pytest.approx(2 / 3)
+    assert rows["drift <= 0.05"]["accepted_share"] == pytest.approx(2 / 3)
+    assert rows["drift <= 0.05"]["rejected_error_pct"] == pytest.approx(30.0)
+    # The spread limit rejects the wide attempt, whose label was as good as the narrow one's.
+    assert rows["spread <= 0.25"]["rejected_error_pct"] == pytest.approx(100 * (1 - 1.0 / 1.15))
