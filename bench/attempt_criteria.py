@@ -38,7 +38,7 @@ from rich.table import Table
 from agent._measure_child import _Timer
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
-from agent.runner import CANARY_OP
+from agent.runner import CANARY_OP, latency_stats
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.opspace import sample_configs
@@ -49,22 +49,6 @@ OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
 DRIFT_LIMITS = (0.01, 0.02, 0.03, 0.05)
 
 console = Console()
-
-
-def drift(times_ns: Sequence[int]) -> float:
-    """|median(first half) - median(second half)| / median of the timed runs, in run order."""
-    half = len(times_ns) // 2
-    if half < 1:
-        return 0.0
-    whole = statistics.median(times_ns)
-    first, second = statistics.median(times_ns[:half]), statistics.median(times_ns[half:])
-    return abs(first - second) / whole if whole > 0 else float("inf")
-
-
-def spread(times_ns: Sequence[int]) -> float:
-    """(p90 - p10) / median, as the agent computes it (agent.runner.latency_stats)."""
-    p10, median, p90 = np.percentile(np.asarray(times_ns, dtype=float), [10, 50, 90])
-    return float((p90 - p10) / median) if median > 0 else float("inf")
 
 
 def label_errors(attempts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -135,15 +119,16 @@ def measure(args: argparse.Namespace, core: int) -> list[dict[str, Any]]:
             reference_ns = min([*canaries] + ([reference_ns] if reference_ns else []))
             ratio = max(canaries) / reference_ns
             times = reply["times_ns"]
+            stats = latency_stats(times, settings.max_spread, settings.max_drift)
             attempts.append(
                 {
                     "op": i,
                     "op_type": ops[i][0],
                     "round": round_,
-                    "median_ms": statistics.median(times) / 1e6,
-                    "runs": len(times),
-                    "spread": spread(times),
-                    "drift": drift(times),
+                    "median_ms": stats.median_ms,
+                    "runs": stats.runs,
+                    "spread": stats.spread,
+                    "drift": stats.drift,
                     "canary_ratio": ratio,
                     "quiet": ratio <= settings.max_canary_ratio,
                 }

@@ -6,15 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.attempt_criteria import criteria, drift, label_errors, spread
-
-
-def test_drift_sees_a_state_change_that_jitter_alone_does_not() -> None:
-    jitter = [100, 130, 90, 120, 100, 130, 90, 120]  # wide spread, same halves
-    assert spread(jitter) > 0.25
-    assert drift(jitter) == pytest.approx(0.0)
-    switched = [100] * 10 + [150] * 10  # the host slowed halfway
-    assert drift(switched) == pytest.approx(0.4)
+from bench.attempt_criteria import criteria, label_errors
 
 
 def _attempt(
