@@ -14,9 +14,12 @@ benchmarks at once on one device.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +29,7 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_shutdown
 
-from fdiot.celery_config import BENCH_RUN, celery_config
+from fdiot.celery_config import BENCH_RUN, BUDGET_SPENT, celery_config
 from fdiot.client import FarmClient
 from fdiot.settings import Settings, get_settings
 
@@ -217,8 +220,16 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
     job_id = int(job["id"])
     done = set(job.get("done_indices") or [])
     pending = [c for c in job["configs"] if c["index"] not in done]
+    # The campaign's device-time budget: measure until this job's samples took what is left.
+    left_s = job.get("device_s_left")
+    budget_left_s = float(left_s) if left_s is not None else math.inf
+    if budget_left_s <= 0:
+        skipped = {"samples_measured": 0, "skipped": BUDGET_SPENT, "configs_left": len(pending)}
+        client.complete_job(job_id, skipped)
+        return {"job_id": job_id, "status": "done", **skipped}
     child = measurement_child(settings)
     measured = 0
+    device_s = 0.0
     failures: list[dict[str, Any]] = []
     for item, outcome in _measure_stream(pending, child):
         if isinstance(outcome, MeasurementError):
@@ -228,6 +239,7 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
             )
             continue
         stats, features, model = outcome
+        device_s += stats.measure_s or 0.0
         environment = _environment(model, settings)
         environment.update(stats.quality())
         sample = {
@@ -241,18 +253,24 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
         # One sample per post, as soon as it is measured: a killed agent loses one op at most.
         client.post_samples(job_id, [sample])
         measured += 1
+        if device_s >= budget_left_s:
+            break  # the generator has built the next model but not measured it
     if failures and measured == 0 and len(done) == 0:
         summary = "; ".join(f"#{f['index']} {f['op_type']}: {f['error']}" for f in failures[:5])
         client.fail_job(job_id, _truncate(f"all {len(failures)} configs failed: {summary}"))
         return {"job_id": job_id, "status": "failed", "failed": len(failures)}
     result: dict[str, Any] = {
         "samples_measured": measured,
+        "device_s": device_s,
         "samples_resumed": len(done),
         "configs_failed": len(failures),
         "failures": [
             {**f, "error": _truncate(f["error"], 500)} for f in failures[:MAX_LISTED_FAILURES]
         ],
     }
+    if device_s >= budget_left_s:
+        result["configs_left"] = len(pending) - measured - len(failures)
+        result["stopped"] = BUDGET_SPENT
     client.complete_job(job_id, result)
     return {"job_id": job_id, "status": "done", **result}
 
@@ -294,12 +312,17 @@ def _measure_stream(
             prepared_next = prepare(following) if following is not None else None
         else:
             model, features = prepared
+            started = time.monotonic()
             child.submit(model)
             prepared_next = prepare(following) if following is not None else None
             try:
-                outcome = (child.result(), features, model)
+                stats = child.result()
             except MeasurementError as error:
                 outcome = error
+            else:
+                if stats.measure_s is None:  # a runner that does not time itself (adb, ssh)
+                    stats = dataclasses.replace(stats, measure_s=time.monotonic() - started)
+                outcome = (stats, features, model)
         yield current, outcome
         current, prepared = following, prepared_next
 

@@ -1,0 +1,17 @@
+"""Benchmarks: each script prints a table and writes its figures to ``bench/results/*.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_results(path: Path, document: Any, *, indent: int = 1) -> None:
+    """Write a benchmark's ``document`` as JSON to ``path`` (folders made as needed) and say so.
+
+    ``default=str`` keeps timestamps and paths readable instead of failing on them.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=indent, default=str) + "\n")
+    print(f"wrote {path}")

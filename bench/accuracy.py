@@ -46,7 +46,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import zoo
+from bench import write_results, zoo
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Relative-error thresholds of the targets (and of nn-Meter / LitePred's reporting).
@@ -394,9 +394,7 @@ def report(
             for r in results
         ],
     }
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    console.print(f"wrote {out_json}")
+    write_results(out_json, document, indent=2)
     return document
 
 
@@ -569,7 +567,9 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
         campaign_wall_s: float | None = None
         campaign: JSON | None = None
         if not args.skip_profile:
-            campaign = client.create_campaign(device_id, samples=args.samples, seed=args.seed)
+            campaign = client.create_campaign(
+                device_id, samples=args.samples, seed=args.seed, max_device_minutes=args.minutes
+            )
             console.print(
                 f"campaign {campaign['id']}: {campaign['samples_requested']} op samples requested"
             )
@@ -584,7 +584,8 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                     f"  campaign {state['id']} {state['status']}: "
                     f"{state['samples_done']}/{state['samples_requested']} samples, "
                     f"jobs {state['jobs_done']}/{state['jobs_total']} "
-                    f"({state['jobs_failed']} failed)"
+                    f"({state['jobs_failed']} failed, {state.get('jobs_skipped', 0)} skipped), "
+                    f"{float(state.get('device_minutes') or 0):.1f} device min"
                 )
 
             campaign = client.wait_campaign(campaign["id"], callback=progress, poll_s=5.0)
@@ -892,6 +893,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--samples", type=int, default=None, help="op samples to profile")
     parser.add_argument("--seed", type=int, default=None, help="campaign seed")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="campaign device-time budget in minutes (default: the server's; 0: no limit)",
+    )
     parser.add_argument("--url", default=None, help="farm URL (default: FDIOT_URL)")
     parser.add_argument("--device", type=int, default=None, help="device id (default: local)")
     parser.add_argument("--start", action="store_true", help="run `fdiot up` for the benchmark")

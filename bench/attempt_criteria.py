@@ -23,7 +23,6 @@ the farm stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ from agent._measure_child import _Timer
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from agent.runner import CANARY_OP, latency_stats
+from bench import write_results
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.opspace import sample_configs
@@ -187,9 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "by_op_type": by_type,
         "attempts": attempts,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1) + "\n")
-    console.print(f"written to {args.out}")
+    write_results(args.out, document)
     return 0
 
 

@@ -10,7 +10,6 @@ prints a table and writes ``bench/results/builder_parity.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from agent.builder import build_op_model
 from agent.environment import execution_config
 from agent.runner import MeasurementChild
+from bench import write_results
 from fdiot.settings import get_settings
 
 RESULTS = Path(__file__).parent / "results" / "builder_parity.json"
@@ -152,9 +152,7 @@ def main() -> None:
         f" |latency diff| median {summary['median_abs_relative_diff']:.1%};"
         f" all within noise: {summary['all_within_noise']}"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, summary, indent=2)
 
 
 def _short(config: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ reserved core, in this process (LiteRT's interpreter, as the agent's child uses 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -34,7 +33,7 @@ from agent._measure_child import load_interpreter, time_invokes
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from agent.runner import CANARY_OP
-from bench import zoo
+from bench import write_results, zoo
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 
@@ -147,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1) + "\n")
-    console.print(f"wrote {args.out}")
+    write_results(args.out, document)
     return 0
 
 

@@ -13,7 +13,6 @@ it with the farm stopped, so nothing else measures on the core: it starts the em
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 from datetime import UTC, datetime
@@ -22,6 +21,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from bench import write_results
 
 RESULTS = Path(__file__).parent / "results" / "canary.json"
 # Canary ratios that count as "slow" and as "quiet" when drawing the two groups.
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"wrote {args.out}")
+    write_results(args.out, document, indent=2)
     return 0
 
 

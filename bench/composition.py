@@ -33,6 +33,7 @@ from typing import Any
 
 from agent.builder import build_op_model
 from agent.runner import MeasurementChild
+from bench import write_results
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.opspace import FLOAT32_BYTES
@@ -246,9 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{min(r['dense_ms']):>9.3f}{r['ratio']:>7.3f}")  # fmt: skip
     if "stem" in args.sections:
         _print_stem(results["stem"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results, indent=2)
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from agent.builder import build_op_model
 from agent.runner import MeasurementChild, MeasurementError
+from bench import write_results
 from bench.zoo import NETWORKS, build_tflite
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
@@ -141,9 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for op_type, agg in sorted(out["by_op_type"].items(), key=lambda kv: -kv[1]["alone_ms"]):
             print(f"{op_type:<18}{agg['ops']:>5.0f}{agg['alone_ms']:>10.2f}"
                   f"{agg['bias_pct']:>+7.1f}%{agg['time_weighted_error_pct']:>13.1f}%")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, out)
     return 0
 
 

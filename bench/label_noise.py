@@ -21,7 +21,6 @@ campaign running, as the agent measures on the same reserved core). Prints a tab
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -33,6 +32,7 @@ from typing import Any
 
 from agent.builder import build_op_model
 from agent.runner import MeasurementChild
+from bench import write_results
 from bench.accuracy import fetch_samples, start_farm, stop_farm
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
@@ -170,8 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, document, indent=2)
     return 0
 
 

@@ -12,6 +12,12 @@ the device is not touched, so it runs while the device rests, on the database of
         --results bench/results/accuracy_vm2_nopause.json --fractions 1 0.7 0.5 \\
         --out bench/results/learning_curve_vm2.json
 
+``--minutes 30 20`` adds rows for device-time budgets instead of random shares: the samples the
+run's campaign would have kept had it had that budget (``max_device_minutes``), replayed in the
+order they were measured with the server's rule (each round stops at the sample whose
+``measure_s`` crosses its share, ``server.jobs.planning.round_device_s``). The adaptive round's
+configurations stay the ones planned from the whole first round.
+
 Prints a table (samples, network MAPE, share within ±5% / ±10%, largest error, CV MAPE of the op
 types with the most samples) and writes it as JSON.
 """
@@ -29,9 +35,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import write_results
 from bench.accuracy import error_summary, fetch_samples
 from models.features import OpInstance
 from models.timemodel import fit_device_model
+from server.jobs.planning import round_device_s
 
 console = Console()
 
@@ -62,16 +70,35 @@ def thin(samples: Sequence[Mapping[str, Any]], fraction: float, seed: int) -> li
     ]
 
 
-def curve_point(
+def budget_cut(
     samples: Sequence[Mapping[str, Any]],
-    networks: Sequence[Network],
     *,
-    fraction: float,
-    seed: int,
-    cv: int = 5,
+    minutes: float,
+    first_round_samples: int,
+    adaptive_samples: int,
+) -> list[JSON]:
+    """The samples (in measurement order) a campaign with a budget of ``minutes`` would have
+    measured: the first ``first_round_samples`` are its first round, the rest its adaptive round;
+    each round keeps samples until their ``environment.measure_s`` reach its budget (the sample
+    that crosses it is kept, as the agent keeps it)."""
+    budget_s = minutes * 60.0
+    first_s = round_device_s(budget_s, first_round_samples, adaptive_samples, adapted=False)
+    assert first_s is not None
+    kept: list[JSON] = []
+    used_s = 0.0
+    for position, sample in enumerate(samples):
+        limit_s = first_s if position < first_round_samples else budget_s
+        if used_s >= limit_s:
+            continue
+        used_s += float((sample.get("environment") or {}).get("measure_s") or 0.0)
+        kept.append(dict(sample))
+    return kept
+
+
+def fit_and_predict(
+    share: Sequence[Mapping[str, Any]], networks: Sequence[Network], cv: int = 5
 ) -> JSON:
-    """Fit on one share of the samples and predict the networks: one row of the curve."""
-    share = thin(samples, fraction, seed)
+    """Fit on ``share`` as the fit worker does and predict the networks: one row's figures."""
     model, metrics = fit_device_model(share, cv=cv, seed=0)
     errors_pct = [
         100.0 * (model.predict_network(net.ops).total_ms - net.measured_ms) / net.measured_ms
@@ -79,9 +106,11 @@ def curve_point(
     ]
     per_op = metrics.get("per_op_type") or {}
     return {
-        "fraction": fraction,
-        "seed": seed,
         "samples": len(share),
+        "device_minutes": sum(
+            float((s.get("environment") or {}).get("measure_s") or 0.0) for s in share
+        )
+        / 60.0,
         "networks": error_summary(errors_pct),
         "errors_pct": dict(zip((net.name for net in networks), errors_pct, strict=True)),
         "cv_mape_pct": {
@@ -91,6 +120,44 @@ def curve_point(
         },
         "cv_samples": {op: int(entry.get("samples", 0)) for op, entry in per_op.items()},
     }
+
+
+def curve_point(
+    samples: Sequence[Mapping[str, Any]],
+    networks: Sequence[Network],
+    *,
+    fraction: float,
+    seed: int,
+    cv: int = 5,
+) -> JSON:
+    """Fit on one share of the samples and predict the networks: one row of the curve."""
+    row = fit_and_predict(thin(samples, fraction, seed), networks, cv)
+    return {"fraction": fraction, "seed": seed, **row}
+
+
+def budget_rows(
+    samples: Sequence[Mapping[str, Any]],
+    networks: Sequence[Network],
+    campaign: Mapping[str, Any],
+    minutes: Sequence[float],
+    cv: int = 5,
+) -> list[JSON]:
+    """One row per budget: the campaign of an accuracy run replayed with that budget."""
+    adaptive = int(campaign.get("adaptive_samples") or 0) if campaign.get("adapted_at") else 0
+    first = int(campaign["samples_requested"]) - adaptive
+    rows = []
+    for budget in minutes:
+        share = budget_cut(
+            samples, minutes=budget, first_round_samples=first, adaptive_samples=adaptive
+        )
+        row: JSON = {"budget_minutes": budget, "fraction": len(share) / len(samples), "seed": None}
+        row.update(fit_and_predict(share, networks, cv))
+        console.print(
+            f"  budget {budget:g} min: {row['samples']} samples, network MAPE "
+            f"{row['networks']['mape_pct']:.1f}%"
+        )
+        rows.append(row)
+    return rows
 
 
 def learning_curve(
@@ -128,16 +195,18 @@ def load_networks(results_path: Path) -> list[Network]:
 
 def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
     table = Table(title="learning curve: a share of the stored samples, the same networks")
-    for column in ("share", "seed", "samples", "MAPE %", "±5%", "±10%", "max %"):
+    for column in ("share", "seed", "samples", "device min", "MAPE %", "±5%", "±10%", "max %"):
         table.add_column(column, justify="right")
     for op in SHOWN_OP_TYPES:
         table.add_column(f"CV {op} %", justify="right")
     for row in rows:
         net = row["networks"]
+        budget = row.get("budget_minutes")
         table.add_row(
-            f"{row['fraction']:.2f}",
-            str(row["seed"]),
+            f"{budget:g} min" if budget is not None else f"{row['fraction']:.2f}",
+            "-" if row["seed"] is None else str(row["seed"]),
             str(row["samples"]),
+            f"{row['device_minutes']:.1f}",
             f"{net['mape_pct']:.1f}",
             f"{net['within_5_pct']:.0f}%",
             f"{net['within_10_pct']:.0f}%",
@@ -158,6 +227,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", type=int, default=1, help="device id in FDIOT_HOME's database")
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.7, 0.5])
     parser.add_argument("--seeds", type=int, default=2, help="draws of each share below 1")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        nargs="*",
+        default=[],
+        help="device-time budgets to replay the run's campaign with (rows besides the shares)",
+    )
     parser.add_argument("--cv", type=int, default=5, help="folds of the op-level CV")
     parser.add_argument("--out", type=Path, default=Path("bench/results/learning_curve.json"))
     return parser.parse_args(argv)
@@ -173,11 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     networks = load_networks(args.results)
     console.print(f"{len(samples)} stored samples, {len(networks)} networks from {args.results}")
     rows = learning_curve(samples, networks, args.fractions, args.seeds, args.cv)
+    if args.minutes:
+        campaign = json.loads(args.results.read_text())["run"]["campaign"]
+        rows += budget_rows(samples, networks, campaign, args.minutes, args.cv)
     print_table(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {"results": str(args.results), "device": args.device, "rows": rows}
-    args.out.write_text(json.dumps(document, indent=1) + "\n")
-    console.print(f"written to {args.out}")
+    write_results(args.out, document)
     return 0
 
 

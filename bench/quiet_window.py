@@ -19,7 +19,6 @@ stopped: it measures on the reserved core.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -34,6 +33,7 @@ from rich.table import Table
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from agent.runner import MeasurementChild, measurement_core
+from bench import write_results
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import Settings, get_settings
 from models.opspace import sample_configs
@@ -158,9 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1) + "\n")
-    console.print(f"wrote {args.out}")
+    write_results(args.out, document)
     return 0
 
 

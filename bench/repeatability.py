@@ -15,7 +15,6 @@ or ``python -m bench.zoo``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from agent.builder import build_op_model
 from agent.runner import MeasurementChild
+from bench import write_results
 from bench.zoo import NETWORKS, build_tflite
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
@@ -114,10 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"DRAM probe {s['probe_ms_min']:.3f}-{s['probe_ms_max']:.3f} ms "
         f"({s['probe_gb_per_s_min']:.1f}-{s['probe_gb_per_s_max']:.1f} GB/s)"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result["measured"] = measured
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, result, indent=2)
     return 0
 
 

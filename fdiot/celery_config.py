@@ -19,6 +19,10 @@ JOBS_RECONCILE = "jobs.reconcile"  # jobs.reconcile(): re-send lost messages, re
 # the fit queue because ranking the samples by cross-validated error fits trees (CPU-bound).
 CAMPAIGN_ADAPT = "campaign.adapt"
 
+# result.skipped (or result.stopped) of a campaign job left unrun (or cut short) because the
+# campaign's device-time budget was spent: written by the server and by the agent.
+BUDGET_SPENT = "the campaign's device-time budget was spent"
+
 # Queue consumed by the fit worker: CPU-bound tree fitting, kept away from device queues.
 FIT_QUEUE = "fit"
 # Queue consumed by the control worker: the periodic reconciler (beat) and other housekeeping.

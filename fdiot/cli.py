@@ -270,6 +270,14 @@ def profile(
         typer.Option("--op-types", help="Op types, comma-separated or repeated (default: all)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Device-time budget in minutes of measuring; the campaign stops when it is "
+            "spent (default: the server's, 30; 0: no limit).",
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until it finishes.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -278,7 +286,11 @@ def profile(
     count = samples if samples is not None else settings.default_campaign_samples
     with _farm_errors(), _client() as client:
         campaign = client.create_campaign(
-            device, op_types=_split_op_types(op_types), samples=count, seed=seed
+            device,
+            op_types=_split_op_types(op_types),
+            samples=count,
+            seed=seed,
+            max_device_minutes=minutes,
         )
         if wait:
             campaign = _wait_campaign(client, campaign, quiet=json_output)
@@ -289,13 +301,26 @@ def profile(
         f"campaign {campaign['id']} on device {campaign['device_id']}: {campaign['status']}, "
         f"{campaign.get('samples_done', 0)}/{campaign['samples_requested']} samples"
         f"{_disturbed_note(campaign)}, "
-        f"{campaign.get('jobs_done', 0)}/{campaign.get('jobs_total', '?')} jobs"
+        f"{campaign.get('jobs_done', 0)}/{campaign.get('jobs_total', '?')} jobs, "
+        f"{_device_minutes(campaign)}"
     )
+    if campaign.get("jobs_skipped"):
+        err_console.print(
+            f"[yellow]{campaign['jobs_skipped']} job(s) skipped: the device-time budget was "
+            "spent before every sample was measured (a noisy host re-measures more)[/yellow]"
+        )
     if campaign.get("jobs_failed"):
         err_console.print(f"[yellow]{campaign['jobs_failed']} job(s) failed[/yellow]")
     warning = disturbed_warning(campaign)
     if warning:
         err_console.print(f"[yellow]{escape(warning)}[/yellow]")
+
+
+def _device_minutes(campaign: dict[str, Any]) -> str:
+    """``12.3 of 30 device min`` (or ``12.3 device min`` without a budget)."""
+    used = float(campaign.get("device_minutes") or 0.0)
+    budget = campaign.get("max_device_minutes")
+    return f"{used:.1f} of {budget:g} device min" if budget else f"{used:.1f} device min"
 
 
 def _disturbed_note(campaign: dict[str, Any]) -> str:
@@ -335,7 +360,10 @@ def _wait_campaign(client: FarmClient, campaign: dict[str, Any], quiet: bool) ->
         def _update(state: dict[str, Any]) -> None:
             # The total grows when the campaign's adaptive round is planned.
             pending = state.get("adaptive_samples") and not state.get("adapted_at")
-            jobs = f"jobs {state.get('jobs_done', 0)}/{state.get('jobs_total', '?')}"
+            jobs = (
+                f"jobs {state.get('jobs_done', 0)}/{state.get('jobs_total', '?')}, "
+                f"{_device_minutes(state)}"
+            )
             progress.update(
                 task,
                 completed=state.get("samples_done", 0),

@@ -213,9 +213,12 @@ class FarmClient:
         op_types: list[str] | None = None,
         samples: int | None = None,
         seed: int | None = None,
+        max_device_minutes: float | None = None,
     ) -> JSON:
         """``POST /devices/{id}/campaigns`` -> the campaign (202)."""
         body: JSON = {}
+        if max_device_minutes is not None:
+            body["max_device_minutes"] = max_device_minutes
         if op_types:
             body["op_types"] = op_types
         if samples is not None:

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # device time per sample on average with the protocol below (bench/accuracy.py records the
     # campaign's device minutes), so 2500 samples stay inside the 30-minute profiling budget.
     default_campaign_samples: int = 2500
+    # Device-time budget of a campaign asked for without one, in minutes of measuring (the sum of
+    # its samples' measure_s: every attempt, canary wait and pause); 0: no limit. Issue 3's cost
+    # target is 30 minutes: on a quiet host 2500 samples fit inside it, on a noisy one (the second
+    # development VM, 45 min for 2500 on 2026-11-30) the campaign stops when it is spent.
+    default_campaign_device_minutes: float = Field(default=30.0, ge=0.0)
+    # Bound on the budget a request may ask for: one day of one device.
+    max_campaign_device_minutes: float = 24 * 60.0
     # Share of a campaign's samples kept for its adaptive round (issue 3: more samples where the
     # cross-validated error is highest and around channel steps), planned once the first round
     # ended. 0.2 keeps 80% of the budget for broad coverage, the part the fit cannot do without.

@@ -94,6 +94,9 @@ class Campaign(Base):
     adapt_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the adaptive round was planned and its jobs stored; set once, never planned twice.
     adapted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Device-time budget (s of measuring, the sum of the samples' environment.measure_s); None:
+    # no limit. Once spent, the campaign's queued jobs are skipped (done, result.skipped).
+    max_device_s: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

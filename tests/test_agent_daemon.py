@@ -218,6 +218,31 @@ def test_model_the_runtime_cannot_run_fails_its_job_and_the_agent_serves_on(
     assert agent.poll() is None, "the agent process died"
 
 
+def test_the_agent_stops_measuring_when_the_campaign_budget_is_spent(farm: Any) -> None:
+    from fdiot.celery_config import BUDGET_SPENT
+
+    client = _client(farm)
+    budget_s = 0.5  # a few samples' worth with the test settings
+    campaign = client.create_campaign(
+        farm.device_id, op_types=OP_TYPES, samples=40, seed=4, max_device_minutes=budget_s / 60
+    )
+    campaign = client.wait_campaign(campaign["id"], timeout_s=CAMPAIGN_TIMEOUT_S)
+    assert campaign["status"] == "done", campaign
+    assert 0 < campaign["samples_done"] < campaign["samples_requested"], campaign
+
+    rows = sorted(_campaign_samples(farm, campaign["id"]), key=lambda r: (r["job_id"], r["index"]))
+    spent = [float(row["environment"]["measure_s"]) for row in rows]
+    # The agent stopped at the sample that crossed the budget, not before nor later.
+    assert sum(spent[:-1]) < budget_s <= sum(spent)
+    assert campaign["device_minutes"] * 60 == pytest.approx(sum(spent))
+    jobs = [client.job(job_id) for job_id in campaign["job_ids"]]
+    last = next(i for i, job in enumerate(jobs) if job["id"] == rows[-1]["job_id"])
+    assert jobs[last]["result"]["stopped"] == BUDGET_SPENT
+    assert all("stopped" not in job["result"] for job in jobs[:last])
+    assert all(job["result"]["skipped"] == BUDGET_SPENT for job in jobs[last + 1 :])
+    assert campaign["jobs_skipped"] == len(jobs) - last - 1 > 0
+
+
 def test_killed_agent_resumes_the_campaign_without_loss_or_duplicates(farm: Any) -> None:
     client = _client(farm)
     campaign = client.create_campaign(farm.device_id, op_types=OP_TYPES, samples=32, seed=2)

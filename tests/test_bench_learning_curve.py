@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.learning_curve import Network, learning_curve, thin
+from bench.learning_curve import Network, budget_cut, learning_curve, thin
 from models.features import OpInstance, cost_features
 from models.opspace import sample_configs
 from models.timemodel import fit_device_model
@@ -71,3 +71,20 @@ def test_curve_rows_refit_on_each_share() -> None:
     counted = rows[0]["cv_samples"]
     assert counted["conv2d"] + counted.get("fully_connected", 0) == 120
     assert 0 < rows[0]["cv_mape_pct"]["conv2d"] < 100
+
+
+def test_budget_cut_replays_the_servers_round_budgets() -> None:
+    samples = [{"op_type": "add", "environment": {"measure_s": 1.0}} for _ in range(12)]
+    # 8 first-round samples then 4 adaptive ones; a 6 s budget gives the first round 4 s (8/12).
+    cut = budget_cut(samples, minutes=0.1, first_round_samples=8, adaptive_samples=4)
+    # First round: samples until 4 s were spent (the fourth reaches it); the adaptive round then
+    # keeps sampling until the whole 6 s are spent.
+    assert len(cut) == 6
+    half_second = [{**s, "environment": {"measure_s": 1.5}} for s in samples]
+    # 1.5 + 1.5 + 1.5 = 4.5 s >= 4 s after three; adaptive: 4.5 + 1.5 = 6 s after one more.
+    assert len(budget_cut(half_second, minutes=0.1, first_round_samples=8, adaptive_samples=4)) == 4
+    # Without an adaptive round the first round gets the whole budget.
+    assert len(budget_cut(samples, minutes=0.1, first_round_samples=12, adaptive_samples=0)) == 6
+    # Samples without measure_s cost nothing: all kept.
+    free = [{"op_type": "add", "config": {}} for _ in range(5)]
+    assert len(budget_cut(free, minutes=0.1, first_round_samples=5, adaptive_samples=0)) == 5

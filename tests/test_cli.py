@@ -120,3 +120,15 @@ def test_a_noisy_campaign_is_called_out() -> None:
     noisy = {"samples_done": 2500, "samples_disturbed": 688}
     warning = disturbed_warning(noisy)
     assert warning is not None and "688 of 2500 samples (28%)" in warning
+
+
+def test_campaign_lines_show_device_minutes_against_the_budget() -> None:
+    from fdiot.cli import _device_minutes
+
+    assert _device_minutes({"device_minutes": 12.34, "max_device_minutes": 30.0}) == (
+        "12.3 of 30 device min"
+    )
+    assert _device_minutes({"device_minutes": 41.0, "max_device_minutes": None}) == (
+        "41.0 device min"
+    )
+    assert _device_minutes({}) == "0.0 device min"  # an older server: no budget fields

@@ -162,3 +162,19 @@ def split_adaptive_budget(weights: dict[str, float], budget: int) -> dict[str, i
     for op_type in sorted(exact, key=lambda t: (counts[t] - exact[t], t))[:left]:
         counts[op_type] += 1
     return {op_type: n for op_type, n in counts.items() if n > 0}
+
+
+def round_device_s(
+    max_device_s: float | None, first_samples: int, adaptive_samples: int, adapted: bool
+) -> float | None:
+    """Device time (s) a campaign's current round may use, counted from the campaign's start.
+
+    Before its adaptive round is planned, the first round gets its share of the budget by
+    samples (``first_samples`` of ``first_samples + adaptive_samples``; the adaptive round keeps
+    the rest, as it keeps its samples); after, the whole budget. None: no budget.
+    """
+    if max_device_s is None:
+        return None
+    if adaptive_samples > 0 and not adapted:
+        return max_device_s * first_samples / (first_samples + adaptive_samples)
+    return max_device_s

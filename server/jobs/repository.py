@@ -23,6 +23,7 @@ def add_campaign(
     samples_requested: int,
     seed: int,
     adaptive_samples: int = 0,
+    max_device_s: float | None = None,
 ) -> Campaign:
     campaign = Campaign(
         device_id=device_id,
@@ -31,6 +32,7 @@ def add_campaign(
         samples_requested=samples_requested,
         seed=seed,
         adaptive_samples=adaptive_samples,
+        max_device_s=max_device_s,
         status="running",
     )
     session.add(campaign)
@@ -85,17 +87,57 @@ class CampaignProgress:
     jobs_done: int
     jobs_failed: int
     job_ids: list[int]
+    # Device time the campaign's samples took (s), and its jobs skipped once its budget was spent.
+    device_s: float
+    jobs_skipped: int
+
+
+# A sample's device time: environment.measure_s, the wall time of all its attempts, canary waits
+# and pauses (agent/runner.py LatencyStats.measure_s); a sample without it counts nothing.
+_SAMPLE_DEVICE_S = func.coalesce(Sample.environment["measure_s"].as_float(), 0.0)
+# A job skipped because its campaign's device-time budget was spent (see skip_queued_jobs).
+_SKIPPED = Job.result["skipped"].isnot(None)
+
+
+def campaign_device_s(session: Session, campaign_id: int) -> float:
+    """Seconds of device time the campaign's samples took so far."""
+    total = session.scalar(
+        select(func.sum(_SAMPLE_DEVICE_S))
+        .join(Job, Job.id == Sample.job_id)
+        .where(Job.campaign_id == campaign_id)
+    )
+    return float(total or 0.0)
+
+
+def skip_queued_jobs(session: Session, campaign_id: int, reason: str) -> int:
+    """Mark the campaign's queued jobs done without running them (``result.skipped`` says
+    why); their ``bench.run`` messages then find them finished. Returns how many."""
+    skipped = session.execute(
+        update(Job)
+        .where(Job.campaign_id == campaign_id, Job.status == "queued")
+        .values(
+            status="done",
+            result={"skipped": reason, "samples_measured": 0},
+            finished_at=func.now(),
+        )
+        .returning(Job.id)
+    ).all()
+    return len(skipped)
 
 
 def campaign_progress(session: Session, campaign_id: int) -> CampaignProgress:
     rows = session.execute(
-        select(Job.id, Job.status).where(Job.campaign_id == campaign_id).order_by(Job.id)
+        select(Job.id, Job.status, _SKIPPED).where(Job.campaign_id == campaign_id).order_by(Job.id)
     ).all()
     # The agent flags a sample still disturbed after its attempts with environment.quiet = false
     # (agent/runner.py); the fitter leaves those out (models.timemodel.quiet_samples).
     disturbed = Sample.environment["quiet"].as_boolean().is_(False)
-    samples_done, samples_disturbed = session.execute(
-        select(func.count(Sample.id), func.count(Sample.id).filter(disturbed))
+    samples_done, samples_disturbed, device_s = session.execute(
+        select(
+            func.count(Sample.id),
+            func.count(Sample.id).filter(disturbed),
+            func.sum(_SAMPLE_DEVICE_S),
+        )
         .join(Job, Job.id == Sample.job_id)
         .where(Job.campaign_id == campaign_id)
     ).one()
@@ -103,9 +145,11 @@ def campaign_progress(session: Session, campaign_id: int) -> CampaignProgress:
         samples_done=int(samples_done or 0),
         samples_disturbed=int(samples_disturbed or 0),
         jobs_total=len(rows),
-        jobs_done=sum(1 for _, s in rows if s == "done"),
-        jobs_failed=sum(1 for _, s in rows if s == "failed"),
-        job_ids=[job_id for job_id, _ in rows],
+        jobs_done=sum(1 for _, s, _skipped in rows if s == "done"),
+        jobs_failed=sum(1 for _, s, _skipped in rows if s == "failed"),
+        job_ids=[job_id for job_id, _, _skipped in rows],
+        device_s=float(device_s or 0.0),
+        jobs_skipped=sum(1 for _, _, skipped in rows if skipped),
     )
 
 

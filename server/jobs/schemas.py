@@ -32,6 +32,9 @@ class CampaignCreate(BaseModel):
     # Samples (out of ``samples``) kept for the adaptive round; default FDIOT_ADAPTIVE_FRACTION of
     # campaigns of at least FDIOT_ADAPTIVE_MIN_CAMPAIGN_SAMPLES; 0 disables the round.
     adaptive_samples: int | None = Field(default=None, ge=0)
+    # Device-time budget in minutes of measuring; default FDIOT_DEFAULT_CAMPAIGN_DEVICE_MINUTES,
+    # 0: no limit. Once spent, the campaign's remaining jobs are skipped and it finishes.
+    max_device_minutes: float | None = Field(default=None, ge=0)
 
     @field_validator("op_types")
     @classmethod
@@ -49,6 +52,16 @@ class CampaignCreate(BaseModel):
         limit = get_settings().max_campaign_samples
         if value is not None and value > limit:
             raise ValueError(f"at most {limit} samples per campaign (FDIOT_MAX_CAMPAIGN_SAMPLES)")
+        return value
+
+    @field_validator("max_device_minutes")
+    @classmethod
+    def _bounded_minutes(cls, value: float | None) -> float | None:
+        limit = get_settings().max_campaign_device_minutes
+        if value is not None and value > limit:
+            raise ValueError(
+                f"at most {limit:g} minutes per campaign (FDIOT_MAX_CAMPAIGN_DEVICE_MINUTES)"
+            )
         return value
 
 
@@ -72,6 +85,11 @@ class CampaignRead(BaseModel):
     # samples_requested and plan grow by the adaptive samples once it was planned.
     adaptive_samples: int
     adapted_at: datetime | None
+    # Device-time budget (None: no limit), the device time its samples took so far (minutes of
+    # measuring), and the jobs skipped because the budget was spent (counted in jobs_done).
+    max_device_minutes: float | None
+    device_minutes: float
+    jobs_skipped: int
     created_at: datetime
     finished_at: datetime | None
 
@@ -107,6 +125,9 @@ class AgentJobRead(BaseModel):
     done_indices: list[int]
     model_sha256: str | None
     name: str | None
+    # Device time (s) this job may still use before its campaign's budget is spent (the agent
+    # stops measuring there); None: no budget. Zero or less: measure nothing.
+    device_s_left: float | None = None
 
 
 class JobComplete(BaseModel):

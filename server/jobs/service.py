@@ -17,7 +17,7 @@ from fastapi import HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fdiot.celery_config import CAMPAIGN_ADAPT
+from fdiot.celery_config import BUDGET_SPENT, CAMPAIGN_ADAPT
 from fdiot.settings import Settings, get_settings
 from models.features import TFLiteParseError, parse_tflite
 from models.opspace import OP_TYPES, ConfigError, validate_config
@@ -26,7 +26,7 @@ from server.db import send_after_commit
 from server.devices.service import device_or_404
 from server.errors import conflict, field_error, not_found
 from server.jobs import repository
-from server.jobs.planning import adaptive_budget, chunk_jobs, plan_campaign
+from server.jobs.planning import adaptive_budget, chunk_jobs, plan_campaign, round_device_s
 from server.jobs.schemas import AgentJobRead, CampaignCreate, CampaignRead, JobRead
 from server.samples.repository import done_indices
 from server.tables import Campaign, Device, Job
@@ -72,6 +72,11 @@ def create_campaign(
         settings.adaptive_fraction,
         settings.adaptive_min_campaign_samples,
     )
+    minutes = (
+        body.max_device_minutes
+        if body.max_device_minutes is not None
+        else settings.default_campaign_device_minutes
+    )
     seed = body.seed if body.seed is not None else secrets.randbits(SEED_BITS)
     # The first round gets the rest of the budget; the adaptive round is planned when it ended.
     plan = plan_campaign(op_types, samples - adaptive, seed, settings.campaign_job_size, extra)
@@ -83,6 +88,7 @@ def create_campaign(
         samples_requested=plan.total_samples,
         seed=seed,
         adaptive_samples=adaptive,
+        max_device_s=minutes * 60.0 if minutes > 0 else None,
     )
     for configs in plan.jobs:
         job = repository.add_job(
@@ -110,6 +116,11 @@ def campaign_read(session: Session, campaign: Campaign) -> CampaignRead:
         job_ids=progress.job_ids,
         adaptive_samples=campaign.adaptive_samples,
         adapted_at=campaign.adapted_at,
+        max_device_minutes=(
+            campaign.max_device_s / 60.0 if campaign.max_device_s is not None else None
+        ),
+        device_minutes=progress.device_s / 60.0,
+        jobs_skipped=progress.jobs_skipped,
         created_at=campaign.created_at,
         finished_at=campaign.finished_at,
     )
@@ -189,6 +200,23 @@ def agent_job(session: Session, job_id: int, principal: Principal) -> tuple[Job,
     return job, device
 
 
+def device_s_left(session: Session, job: Job) -> float | None:
+    """Device time (s) the job may still use before its campaign's round budget is spent;
+    None for a network job or a campaign without a budget."""
+    if job.campaign_id is None:
+        return None
+    campaign = campaign_or_404(session, job.campaign_id)
+    limit = round_device_s(
+        campaign.max_device_s,
+        campaign.samples_requested,
+        campaign.adaptive_samples,
+        adapted=campaign.adapted_at is not None,
+    )
+    if limit is None:
+        return None
+    return limit - repository.campaign_device_s(session, campaign.id)
+
+
 def agent_job_read(session: Session, job: Job) -> AgentJobRead:
     return AgentJobRead(
         id=job.id,
@@ -200,6 +228,7 @@ def agent_job_read(session: Session, job: Job) -> AgentJobRead:
         done_indices=done_indices(session, job.id),
         model_sha256=job.model_sha256,
         name=job.model_name,
+        device_s_left=device_s_left(session, job),
     )
 
 
@@ -281,6 +310,11 @@ def add_adaptive_round(
 
 def _after_job_finished(session: Session, job: Job) -> None:
     if job.campaign_id is not None:
+        left = device_s_left(session, job)
+        if left is not None and left <= 0:
+            # The round's budget is spent: its queued jobs will not run (the adaptive round, if
+            # any, is still planned and gets what the whole budget leaves).
+            repository.skip_queued_jobs(session, job.campaign_id, BUDGET_SPENT)
         settled = settle_campaign(session, get_settings(), job.campaign_id)
         if settled.finished is not None:
             request_fit(session, job.device_id)
