@@ -305,15 +305,23 @@ def profile(
         f"{_device_minutes(campaign)}"
     )
     if campaign.get("jobs_skipped"):
-        err_console.print(
-            f"[yellow]{campaign['jobs_skipped']} job(s) skipped: the device-time budget was "
-            "spent before every sample was measured (a noisy host re-measures more)[/yellow]"
-        )
+        err_console.print(f"[yellow]{escape(budget_note(campaign))}[/yellow]")
     if campaign.get("jobs_failed"):
         err_console.print(f"[yellow]{campaign['jobs_failed']} job(s) failed[/yellow]")
     warning = disturbed_warning(campaign)
     if warning:
         err_console.print(f"[yellow]{escape(warning)}[/yellow]")
+
+
+def budget_note(campaign: dict[str, Any]) -> str:
+    """What a campaign cut by its device-time budget left unmeasured, and what to do about it."""
+    budget = campaign.get("max_device_minutes")
+    return (
+        f"{campaign.get('jobs_skipped')} job(s) skipped: the {budget:g}-minute device-time budget "
+        f"was spent after {campaign.get('samples_done', 0)} of {campaign['samples_requested']} "
+        "samples (a noisy host re-measures more and costs more per sample); the model is fitted "
+        "on those. For more, profile again with a larger --minutes: samples add up per device."
+    )
 
 
 def _device_minutes(campaign: dict[str, Any]) -> str:

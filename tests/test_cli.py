@@ -132,3 +132,18 @@ def test_campaign_lines_show_device_minutes_against_the_budget() -> None:
         "41.0 device min"
     )
     assert _device_minutes({}) == "0.0 device min"  # an older server: no budget fields
+
+
+def test_a_campaign_cut_by_its_budget_says_what_was_left() -> None:
+    from fdiot.cli import budget_note
+
+    note = budget_note(
+        {
+            "jobs_skipped": 47,
+            "max_device_minutes": 1.0,
+            "samples_done": 179,
+            "samples_requested": 2555,
+        }
+    )
+    assert "47 job(s) skipped" in note and "1-minute" in note
+    assert "after 179 of 2555 samples" in note and "--minutes" in note
