@@ -230,6 +230,7 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
     child = measurement_child(settings)
     measured = 0
     device_s = 0.0
+    stopped = False  # by the budget
     failures: list[dict[str, Any]] = []
     for item, outcome in _measure_stream(pending, child):
         if isinstance(outcome, MeasurementError):
@@ -253,7 +254,8 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
         # One sample per post, as soon as it is measured: a killed agent loses one op at most.
         client.post_samples(job_id, [sample])
         measured += 1
-        if device_s >= budget_left_s:
+        stopped = device_s >= budget_left_s
+        if stopped:
             break  # the generator has built the next model but not measured it
     if failures and measured == 0 and len(done) == 0:
         summary = "; ".join(f"#{f['index']} {f['op_type']}: {f['error']}" for f in failures[:5])
@@ -268,7 +270,7 @@ def _run_ops(client: FarmClient, job: Mapping[str, Any], settings: Settings) -> 
             {**f, "error": _truncate(f["error"], 500)} for f in failures[:MAX_LISTED_FAILURES]
         ],
     }
-    if device_s >= budget_left_s:
+    if stopped:
         result["configs_left"] = len(pending) - measured - len(failures)
         result["stopped"] = BUDGET_SPENT
     client.complete_job(job_id, result)

@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     # benchmarks for (ResNet50 is 98 MB, so it would need this raised on purpose).
     max_upload_bytes: int = 64 * 1024 * 1024
     max_campaign_samples: int = 20_000
-    # Samples of a campaign asked for without a size (`fdiot profile`): measured about 0.5 s of
-    # device time per sample on average with the protocol below (bench/accuracy.py records the
-    # campaign's device minutes), so 2500 samples stay inside the 30-minute profiling budget.
+    # Samples of a campaign asked for without a size (`fdiot profile`): on a quiet host they took
+    # 19-29 device minutes on the second development VM (bench/results/accuracy_vm2_budget.json,
+    # accuracy_vm2_quiet.json); on a noisy one more, which default_campaign_device_minutes caps.
     default_campaign_samples: int = 2500
     # Device-time budget of a campaign asked for without one, in minutes of measuring (the sum of
     # its samples' measure_s: every attempt, canary wait and pause); 0: no limit. Issue 3's cost

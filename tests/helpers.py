@@ -142,6 +142,29 @@ def synthetic_sample(
     }
 
 
+def run_jobs_synthetically(
+    client: TestClient, agent_token: str, job_ids: list[int], measure_s: float | None = None
+) -> int:
+    """Post a synthetic sample for every configuration of the jobs (each ``measure_s`` of device
+    time, when given), then complete them, through the agent API; returns how many samples."""
+    agent = auth(agent_token)
+    posted_count = 0
+    for job_id in job_ids:
+        job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
+        samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
+        if measure_s is not None:
+            for sample in samples:
+                sample["environment"]["measure_s"] = measure_s
+        posted = client.post(
+            f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
+        )
+        assert posted.status_code == 200, posted.text
+        done = client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
+        assert done.status_code == 200, done.text
+        posted_count += len(samples)
+    return posted_count
+
+
 def tiny_tflite() -> bytes:
     """A real single-conv .tflite (written by the agent's flatbuffer builder, no TensorFlow)."""
     from agent.builder import build_op_model

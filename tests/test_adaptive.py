@@ -18,8 +18,8 @@ from tests.helpers import (
     auth,
     celery_worker,
     post_campaign,
+    run_jobs_synthetically,
     run_sql,
-    synthetic_sample,
     wait_for_worker,
 )
 
@@ -39,20 +39,6 @@ def _adapt_messages(broker: redis.Redis, campaign_id: int) -> int:
         args = json.loads(body)[0]  # Celery protocol 2 body: [args, kwargs, embed]
         count += args == [campaign_id]
     return count
-
-
-def _run_jobs(client: TestClient, agent_token: str, job_ids: list[int]) -> None:
-    """Post synthetic samples for every configuration of the jobs, then complete them."""
-    agent = auth(agent_token)
-    for job_id in job_ids:
-        job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
-        samples = [synthetic_sample(c["index"], c["op_type"], c["config"]) for c in job["configs"]]
-        posted = client.post(
-            f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent
-        )
-        assert posted.status_code == 200, posted.text
-        done = client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
-        assert done.status_code == 200, done.text
 
 
 # -- planning (pure) -----------------------------------------------------------------------------
@@ -140,7 +126,7 @@ def test_adaptive_round_runs_once_then_the_campaign_finishes(
     early = run_adapt(campaign["id"])
     assert early.skipped == "first round still running" and early.job_ids == []
 
-    _run_jobs(client, agent_token, first_round)
+    run_jobs_synthetically(client, agent_token, first_round)
     state = client.get(f"/campaigns/{campaign['id']}").json()
     assert state["status"] == "running"  # held open for the adaptive round
     assert state["adapted_at"] is None
@@ -168,7 +154,7 @@ def test_adaptive_round_runs_once_then_the_campaign_finishes(
     assert again.job_ids == [] and again.skipped == "already adapted or finished"
     assert client.get(f"/campaigns/{campaign['id']}").json()["jobs_total"] == len(state["job_ids"])
 
-    _run_jobs(client, agent_token, report.job_ids)
+    run_jobs_synthetically(client, agent_token, report.job_ids)
     state = client.get(f"/campaigns/{campaign['id']}").json()
     assert state["status"] == "done"
     assert state["samples_done"] == state["samples_requested"]

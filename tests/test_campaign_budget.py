@@ -13,24 +13,7 @@ from fastapi.testclient import TestClient
 
 from fdiot.celery_config import BUDGET_SPENT
 from fdiot.settings import Settings
-from tests.helpers import auth, post_campaign, synthetic_sample
-
-
-def _post_job_samples(client: TestClient, agent_token: str, job_id: int, measure_s: float) -> int:
-    """Post a synthetic sample for every configuration of the job, each ``measure_s`` of device
-    time, and complete the job; returns how many."""
-    agent = auth(agent_token)
-    job = client.get(f"/agent/jobs/{job_id}", headers=agent).json()
-    samples = []
-    for c in job["configs"]:
-        sample = synthetic_sample(c["index"], c["op_type"], c["config"])
-        sample["environment"]["measure_s"] = measure_s
-        samples.append(sample)
-    posted = client.post(f"/agent/jobs/{job_id}/samples", json={"samples": samples}, headers=agent)
-    assert posted.status_code == 200, posted.text
-    done = client.post(f"/agent/jobs/{job_id}/complete", json={}, headers=agent)
-    assert done.status_code == 200, done.text
-    return len(samples)
+from tests.helpers import auth, post_campaign, run_jobs_synthetically
 
 
 def _agent_job(client: TestClient, agent_token: str, job_id: int) -> dict[str, Any]:
@@ -93,7 +76,7 @@ def test_a_spent_round_skips_its_queued_jobs_and_the_adaptive_round_gets_the_res
 
     # The first job's samples take a little more than the round's share.
     per_sample_s = 1.01 * round_s / len(job["configs"])
-    measured = _post_job_samples(client, agent_token, first_round[0], per_sample_s)
+    measured = run_jobs_synthetically(client, agent_token, first_round[:1], per_sample_s)
     used_s = measured * per_sample_s
 
     state = client.get(f"/campaigns/{campaign['id']}").json()
@@ -112,8 +95,8 @@ def test_a_spent_round_skips_its_queued_jobs_and_the_adaptive_round_gets_the_res
     assert adaptive_job["device_s_left"] == pytest.approx(budget_s - used_s)
 
     # The adaptive round spends the rest: its other jobs are skipped and the campaign finishes.
-    _post_job_samples(
-        client, agent_token, report.job_ids[0], (budget_s - used_s) / len(adaptive_job["configs"])
+    run_jobs_synthetically(
+        client, agent_token, report.job_ids[:1], (budget_s - used_s) / len(adaptive_job["configs"])
     )
     state = client.get(f"/campaigns/{campaign['id']}").json()
     assert state["status"] == "done", state
