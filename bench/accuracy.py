@@ -366,6 +366,17 @@ def report(
             f"{_fmt_fraction(reload.get('chain_mape_with'))}% with it; probes within the cache "
             f"{_fmt_fraction(reload.get('chain_mape_in_cache'))}%"
         )
+    extra = run.get("chain_extra") or {}
+    if extra:
+        knots, rates = extra.get("param_bytes") or [], extra.get("ms_per_param_byte") or []
+        curve = ", ".join(
+            f"{x / 1e6:.1f} MB {y * 1e9:.1f} ps" for x, y in zip(knots, rates, strict=True)
+        )
+        console.print(
+            f"network extra within the cache from {extra.get('probes')} conv_chain probes: "
+            f"{curve or 'not fitted'}; their MAPE {_fmt_fraction(extra.get('chain_mape_without'))}%"
+            f" without, {_fmt_fraction(extra.get('chain_mape_with'))}% with it"
+        )
     console.print(
         f"samples used: {run.get('sample_count')}; "
         f"device minutes: {_minutes(run.get('campaign_wall_s'))} wall, "
@@ -657,6 +668,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             "cache_bytes": metrics.get("cache_bytes"),
             "dram_ms_per_param_byte": metrics.get("dram_ms_per_param_byte"),
             "weight_reload": metrics.get("weight_reload"),
+            "chain_extra": metrics.get("chain_extra"),
             "campaign_wall_s": campaign_wall_s,
             "timed_runs_s": _timed_runs_s(samples),
             "measurement_cost": measurement_cost(samples),
@@ -822,6 +834,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         "cache_bytes": dict(metrics).get("cache_bytes"),
         "dram_ms_per_param_byte": dict(metrics).get("dram_ms_per_param_byte"),
         "weight_reload": dict(metrics).get("weight_reload"),
+        "chain_extra": dict(metrics).get("chain_extra"),
         "campaign_wall_s": campaign_wall_s,
         "timed_runs_s": _timed_runs_s(samples),
     }

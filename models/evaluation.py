@@ -26,6 +26,8 @@ from models.timemodel import (
     NetworkPrediction,
     _fallback_rates,
     build_design,
+    chain_extra_knots,
+    estimate_chain_extra,
     estimate_overhead_ms,
     estimate_reload_rate,
     estimate_weight_streaming,
@@ -189,9 +191,11 @@ def fit_sklearn_model(
 def _with_reload(
     model: _PerOpModel, by_type: Mapping[str, Sequence[Mapping[str, Any]]]
 ) -> _PerOpModel:
-    """Set the baseline's weight-reload rate from the probes, under its own conv predictions."""
+    """Set the baseline's weight-reload rate and network extra curve from the probes, under its
+    own conv predictions."""
     probes = by_type.get("conv_chain", [])
     model.reload_ms_per_param_byte = estimate_reload_rate(probes, model)["ms_per_param_byte"]
+    model.chain_extra = chain_extra_knots(estimate_chain_extra(probes, model))
     return model
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import KFold
 
 from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
@@ -382,7 +383,7 @@ def op_feature_vector(
         flops = float(feats.get("flops", 0.0))
         taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
         row += [
-            flops if taps > _DW_UNIPASS_TAPS else 0.0,
+            flops if taps > _DW_UNIPASS_TAPS and not grouped_steps(config) else 0.0,
             float(grouped_steps(config)),
             float(tap_steps(op_type, config)) if remainder_pixels(op_type, config) else 0.0,
         ]
@@ -554,6 +555,11 @@ class DeviceTimeModel:
         In such a network, the time (ms per weight byte) an op whose weights fit in the cache
         alone pays on top of its single-op time to fetch them again at every invoke, fitted from
         the ``conv_chain`` probes by :func:`estimate_reload_rate`. None: no probes (not added).
+    chain_extra : (param bytes, ms per param byte) knots or None
+        In a network within the cache, what each op pays on top of its single-op time per weight
+        byte, as a non-decreasing function of the network's weight bytes (linear between the
+        knots, flat beyond them), fitted from the ``conv_chain`` probes by
+        :func:`estimate_chain_extra`. None: too few probes (not added).
     """
 
     def __init__(
@@ -566,8 +572,14 @@ class DeviceTimeModel:
         cache_bytes: float | None = None,
         dram_ms_per_param_byte: float | None = None,
         reload_ms_per_param_byte: float | None = None,
+        chain_extra: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         _check_variant(variant)
+        self.chain_extra = (
+            None
+            if chain_extra is None
+            else ([float(x) for x in chain_extra[0]], [float(y) for y in chain_extra[1]])
+        )
         self.reload_ms_per_param_byte = (
             None if reload_ms_per_param_byte is None else float(reload_ms_per_param_byte)
         )
@@ -627,6 +639,13 @@ class DeviceTimeModel:
         total = sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
         return total > self.cache_bytes
 
+    def chain_extra_ms_per_param_byte(self, network_param_bytes: float) -> float:
+        """:attr:`chain_extra` at a network's weight bytes (0 without a curve)."""
+        if self.chain_extra is None:
+            return 0.0
+        knots, rates = self.chain_extra
+        return float(np.interp(network_param_bytes, knots, rates))
+
     def reload_ms(self, param_bytes: float) -> float:
         """Extra time (ms) of an op with ``param_bytes`` of weights in a network that exceeds the
         cache: 0 when its weights alone exceed the cache (its single-op time streams them too)."""
@@ -644,10 +663,14 @@ class DeviceTimeModel:
         In a network whose weights exceed the cache (:meth:`streams_weights`), an op whose
         weights fit in the cache alone pays :attr:`reload_ms_per_param_byte` per weight byte on
         top of its single-op time (they were evicted since the last invoke), and every op takes
-        at least the time to read its weights from DRAM; both are noted on the op.
+        at least the time to read its weights from DRAM; both are noted on the op. In a network
+        within the cache, each op pays :attr:`chain_extra` at the network's weight bytes per byte
+        of its own weights (its weights and input were evicted to the L3 by the ops in between).
         """
         fused = fused_indices(ops)
         streaming = self.streams_weights(ops)
+        network_param_bytes = sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
+        extra_rate = 0.0 if streaming else self.chain_extra_ms_per_param_byte(network_param_bytes)
         out = []
         for op in ops:
             if op.index in fused:
@@ -665,7 +688,7 @@ class DeviceTimeModel:
             if dense is not None:
                 note = f"one output pixel: priced as a dense layer of {dense['cin']} inputs"
             param_bytes = float(op.features.get("param_bytes", 0.0))
-            reload_ms = self.reload_ms(param_bytes) if streaming else 0.0
+            reload_ms = self.reload_ms(param_bytes) if streaming else extra_rate * param_bytes
             if reload_ms > 0.0:
                 ms += reload_ms
                 reload_note = f"+{reload_ms:.3g} ms to reload weights evicted by the network"
@@ -701,6 +724,20 @@ class DeviceTimeModel:
     def network_rules(self) -> str:
         """Readable network-level terms: the invoke overhead, weight reload and the DRAM floor."""
         lines = [f"network: t = sum of op times + {self.overhead_ms:.3g} ms per invoke"]
+        if self.chain_extra is not None:
+            within = (
+                f"param_bytes <= {self.cache_bytes / 1e6:.3g} MB"
+                if self.cache_bytes is not None
+                else "any param_bytes"
+            )
+            curve = ", ".join(
+                f"{x / 1e6:.3g} MB: {y * 1e9:.3g} ps"
+                for x, y in zip(self.chain_extra[0], self.chain_extra[1], strict=True)
+            )
+            lines.append(
+                f"if network {within}: each op += e(network param_bytes) * param_bytes"
+                f" (weights reloaded from the L3), e linear between {curve}"
+            )
         if self.cache_bytes is not None:
             mb = self.cache_bytes / 1e6
             if self.reload_ms_per_param_byte is not None:
@@ -728,6 +765,9 @@ class DeviceTimeModel:
             "cache_bytes": self.cache_bytes,
             "dram_ms_per_param_byte": self.dram_ms_per_param_byte,
             "reload_ms_per_param_byte": self.reload_ms_per_param_byte,
+            "chain_extra": None
+            if self.chain_extra is None
+            else {"param_bytes": self.chain_extra[0], "ms_per_param_byte": self.chain_extra[1]},
             "network_rules": self.network_rules(),
             "op_types": {
                 op_type: {
@@ -755,7 +795,17 @@ class DeviceTimeModel:
             data.get("cache_bytes"),
             data.get("dram_ms_per_param_byte"),
             data.get("reload_ms_per_param_byte"),
+            chain_extra_knots(data.get("chain_extra")),
         )
+
+
+def chain_extra_knots(
+    entry: Mapping[str, Any] | None,
+) -> tuple[list[float], list[float]] | None:
+    """The (param bytes, ms per param byte) knots of a stored ``chain_extra`` entry (None: none)."""
+    if not entry or entry.get("param_bytes") is None:
+        return None
+    return list(entry["param_bytes"]), list(entry["ms_per_param_byte"])
 
 
 def dense_equivalent(op_type: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -944,6 +994,99 @@ def chain_reload_bytes(param_bytes: Sequence[float], cache_bytes: float) -> floa
     return float(sum(p for p in param_bytes if p <= cache_bytes))
 
 
+@dataclass
+class ChainProbe:
+    """A ``conv_chain`` probe: its measured time (ms), the sum of its layers' single-op times
+    with one invoke overhead (ms), and each layer's weight bytes."""
+
+    measured_ms: float
+    layers_ms: float
+    param_bytes: list[float]
+    with_singles: bool
+
+
+def chain_probe_times(
+    chain_samples: Sequence[Mapping[str, Any]],
+    model: DeviceTimeModel,
+    conv_samples: Sequence[Mapping[str, Any]] = (),
+) -> list[ChainProbe]:
+    """Each probe's measured time against its layers timed alone: measured (``conv_samples`` with
+    the same configuration, which the planner adds beside each probe) where every layer was, else
+    ``model``'s predictions of them."""
+    singles: dict[tuple[tuple[str, Any], ...], list[float]] = {}
+    for c in conv_samples:
+        singles.setdefault(config_key(c.get("config", {})), []).append(sample_latency_ms(c))
+    out = []
+    for s in chain_samples:
+        layers = chain_layers(s["config"])
+        keys = [config_key(layer) for layer in layers]
+        has_singles = all(k in singles for k in keys)
+        chain_ms = model.overhead_ms
+        params = []
+        for layer, key in zip(layers, keys, strict=True):
+            feats = cost_features("conv2d", layer)
+            if has_singles:  # each single's median includes one invoke overhead
+                chain_ms += float(np.median(singles[key])) - model.overhead_ms
+            else:
+                chain_ms += model.predict_op("conv2d", layer, feats)[0]
+            params.append(float(feats["param_bytes"]))
+        out.append(ChainProbe(sample_latency_ms(s), chain_ms, params, has_singles))
+    return out
+
+
+# Fewest conv_chain probes within the cache that the network extra curve is fitted from (a third
+# of the 31 a default campaign draws: fewer leave whole stretches of the curve to one probe).
+MIN_CHAIN_EXTRA_PROBES = 10
+
+
+def estimate_chain_extra(
+    chain_samples: Sequence[Mapping[str, Any]],
+    model: DeviceTimeModel,
+    conv_samples: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """What a network within the cache pays over its ops' single-op times, per weight byte, as a
+    non-decreasing function of its weight bytes, from ``conv_chain`` probes.
+
+    Timed alone, an op finds its weights (and its input) where its previous invoke left them, in
+    the core's own L2; in a network the other ops evicted them to the shared L3 in between. A
+    chain of 1x1 convolutions timed whole against its layers timed alone shows what that costs:
+    nothing for 1 MB of weights, 3-10% at 5-13 MB, 13-27% at 17-21 MB on the development VM (32 MB
+    L3). Each probe within ``model.cache_bytes`` (all probes when no cache size was found) gives
+    ``(measured - layers) / param_bytes``; an isotonic regression over the probes' weight bytes,
+    weighted ``(param_bytes / measured)**2`` so that it minimises the probes' squared relative
+    error, gives the curve. It has no knob: the knots are where the probes put them. Returns
+    ``{"param_bytes", "ms_per_param_byte"}`` (the knots; None with fewer than
+    :data:`MIN_CHAIN_EXTRA_PROBES` probes), ``"probes"``, and the probes' in-sample MAPE
+    (fraction) without and with the curve.
+    """
+    out: dict[str, Any] = {
+        "param_bytes": None,
+        "ms_per_param_byte": None,
+        "probes": 0,
+        "chain_mape_without": None,
+        "chain_mape_with": None,
+    }
+    probes = [
+        p
+        for p in chain_probe_times(chain_samples, model, conv_samples)
+        if model.cache_bytes is None or sum(p.param_bytes) <= model.cache_bytes
+    ]
+    out["probes"] = len(probes)
+    if len(probes) < MIN_CHAIN_EXTRA_PROBES:
+        return out
+    params = np.array([sum(p.param_bytes) for p in probes])
+    measured = np.array([p.measured_ms for p in probes])
+    layers = np.array([p.layers_ms for p in probes])
+    iso = IsotonicRegression(increasing=True, y_min=0.0, out_of_bounds="clip")
+    iso.fit(params, (measured - layers) / params, sample_weight=(params / measured) ** 2)
+    out["param_bytes"] = [float(x) for x in iso.X_thresholds_]
+    out["ms_per_param_byte"] = [float(y) for y in iso.y_thresholds_]
+    with_extra = layers + iso.predict(params) * params
+    out["chain_mape_without"] = float(np.mean(np.abs(layers / measured - 1)))
+    out["chain_mape_with"] = float(np.mean(np.abs(with_extra / measured - 1)))
+    return out
+
+
 def estimate_reload_rate(
     chain_samples: Sequence[Mapping[str, Any]],
     model: DeviceTimeModel,
@@ -981,28 +1124,11 @@ def estimate_reload_rate(
     }
     if model.cache_bytes is None or not chain_samples:
         return out
-    singles: dict[tuple[tuple[str, Any], ...], list[float]] = {}
-    for c in conv_samples:
-        singles.setdefault(config_key(c.get("config", {})), []).append(sample_latency_ms(c))
-    rows = []  # (measured ms, its layers' time without reload, reload bytes)
-    for s in chain_samples:
-        layers = chain_layers(s["config"])
-        keys = [config_key(layer) for layer in layers]
-        has_singles = all(k in singles for k in keys)
-        out["probes_with_singles"] += int(has_singles)
-        chain_ms = model.overhead_ms
-        params = []
-        for layer, key in zip(layers, keys, strict=True):
-            feats = cost_features("conv2d", layer)
-            if has_singles:  # each single's median includes one invoke overhead
-                chain_ms += float(np.median(singles[key])) - model.overhead_ms
-            else:
-                chain_ms += model.predict_op("conv2d", layer, feats)[0]
-            params.append(feats["param_bytes"])
-        rows.append((sample_latency_ms(s), chain_ms, chain_reload_bytes(params, model.cache_bytes)))
-    measured = np.array([r[0] for r in rows])
-    predicted = np.array([r[1] for r in rows])
-    reload = np.array([r[2] for r in rows])
+    probes = chain_probe_times(chain_samples, model, conv_samples)
+    out["probes_with_singles"] = sum(p.with_singles for p in probes)
+    measured = np.array([p.measured_ms for p in probes])
+    predicted = np.array([p.layers_ms for p in probes])
+    reload = np.array([chain_reload_bytes(p.param_bytes, model.cache_bytes) for p in probes])
     beyond = reload > 0
     out["probes_beyond_cache"] = int(beyond.sum())
     if (~beyond).any():
@@ -1206,14 +1332,18 @@ def fit_device_model(
     model = DeviceTimeModel(
         trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate
     )
-    reload = estimate_reload_rate(by_type.get("conv_chain", []), model, by_type.get("conv2d", []))
+    chains, convs = by_type.get("conv_chain", []), by_type.get("conv2d", [])
+    reload = estimate_reload_rate(chains, model, convs)
     model.reload_ms_per_param_byte = reload["ms_per_param_byte"]
+    chain_extra = estimate_chain_extra(chains, model, convs)
+    model.chain_extra = chain_extra_knots(chain_extra)
     metrics = {
         "per_op_type": per_op,
         "overhead_ms": overhead,
         "cache_bytes": cache_bytes,
         "dram_ms_per_param_byte": dram_rate,
         "weight_reload": reload,
+        "chain_extra": chain_extra,
         "convs_fitted_as_dense": convs_as_dense,
         "variant": variant,
         "samples": len(samples),

@@ -17,6 +17,7 @@ from models.timemodel import (
     build_design,
     chain_reload_bytes,
     dense_equivalent,
+    estimate_chain_extra,
     estimate_reload_rate,
     estimate_weight_streaming,
     feature_names,
@@ -321,6 +322,83 @@ def test_reload_rate_uses_the_probes_layers_measured_alone(samples):
     assert alone["ms_per_param_byte"] > 1.1 * RELOAD_MS_PER_BYTE  # 1.25x here
 
 
+# The synthetic device's network extra: nothing up to 2 MB of weights, 50 ps per byte beyond.
+CHAIN_EXTRA_KNEE_BYTES = 2e6
+CHAIN_EXTRA_MS_PER_BYTE = 5e-8
+
+
+def _chain_extra_probes(model):
+    """conv_chain probes whose layers were also measured alone, slower whole by the curve above."""
+    singles, probes = {}, []
+    for config in sample_configs("conv_chain", 40, seed=3):
+        layers = chain_layers(config)
+        layer_ms = []
+        for layer in layers:
+            ms = model.predict_op("conv2d", layer, cost_features("conv2d", layer))[0]
+            singles[json.dumps(layer, sort_keys=True)] = {
+                "op_type": "conv2d", "config": layer,
+                "latency": {"median_ms": model.overhead_ms + ms},
+            }  # fmt: skip
+            layer_ms.append(ms)
+        params = sum(cost_features("conv2d", x)["param_bytes"] for x in layers)
+        extra = CHAIN_EXTRA_MS_PER_BYTE * params if params > CHAIN_EXTRA_KNEE_BYTES else 0.0
+        measured_ms = model.overhead_ms + sum(layer_ms) + extra
+        probes.append(
+            {"op_type": "conv_chain", "config": config, "latency": {"median_ms": measured_ms}}
+        )
+    return probes, list(singles.values())
+
+
+def test_network_extra_curve_is_fitted_from_chain_probes_within_the_cache(samples):
+    model, _ = fit_device_model([*samples, *_dense_samples()], cv=2)
+    assert model.cache_bytes is not None and model.chain_extra is None  # no probes: no curve
+    probes, singles = _chain_extra_probes(model)
+    within = [
+        p for p in probes
+        if sum(cost_features("conv2d", x)["param_bytes"] for x in chain_layers(p["config"]))
+        <= model.cache_bytes
+    ]  # fmt: skip
+    assert len(within) >= 10 and len(within) < len(probes)  # the others are left out
+    fitted = estimate_chain_extra(probes, model, singles)
+    assert fitted["probes"] == len(within)
+    knots, rates = fitted["param_bytes"], fitted["ms_per_param_byte"]
+    assert np.all(np.diff(knots) >= 0) and np.all(np.diff(rates) >= 0)  # non-decreasing
+    assert fitted["chain_mape_with"] == pytest.approx(0.0, abs=1e-9)
+    assert fitted["chain_mape_without"] > 0.01
+    curve = DeviceTimeModel(model.trees, model.overhead_ms, chain_extra=(knots, rates))
+    assert curve.chain_extra_ms_per_param_byte(min(knots)) == 0.0
+    assert curve.chain_extra_ms_per_param_byte(max(knots)) == pytest.approx(CHAIN_EXTRA_MS_PER_BYTE)
+    assert estimate_chain_extra(probes[:5], model, singles)["param_bytes"] is None  # too few
+
+    # fit_device_model fits it and prices it in networks within the cache.
+    with_probes, metrics = fit_device_model([*samples, *_dense_samples(), *probes, *singles], cv=2)
+    assert metrics["chain_extra"]["probes"] == len(within)
+    rate = with_probes.chain_extra_ms_per_param_byte(5e6)
+    assert rate == pytest.approx(CHAIN_EXTRA_MS_PER_BYTE, rel=0.05)
+
+    def conv(index, cin, cout):
+        config = {"h": 3, "w": 3, "cin": cin, "cout": cout, "kh": 1, "kw": 1, "stride": 1,
+                  "padding": "same", "activation": "none"}  # fmt: skip
+        return OpInstance(index, "conv2d", config, cost_features("conv2d", config), "CONV_2D")
+
+    network = [conv(i, 512, 512) for i in range(5)]  # 5.2 MB of weights, within the 6 MB cache
+    priced = with_probes.predict_network(network)
+    net_rate = with_probes.chain_extra_ms_per_param_byte(
+        sum(op.features["param_bytes"] for op in network)
+    )
+    for op, prediction in zip(network, priced.ops, strict=True):
+        alone = with_probes.predict_op("conv2d", op.config, op.features)[0]
+        assert prediction.reload_ms == pytest.approx(net_rate * op.features["param_bytes"])
+        assert prediction.predicted_ms == pytest.approx(alone + prediction.reload_ms)
+        assert "reload" in prediction.note
+    small = with_probes.predict_network(network[:1])  # 1 MB: below the knee, nothing added
+    assert small.ops[0].reload_ms == 0.0 and small.ops[0].note == ""
+    restored = DeviceTimeModel.from_dict(json.loads(json.dumps(with_probes.to_dict())))
+    assert restored.chain_extra == with_probes.chain_extra
+    assert restored.predict_network(network).total_ms == pytest.approx(priced.total_ms)
+    assert "e(network param_bytes)" in with_probes.network_rules()
+
+
 @pytest.mark.parametrize(
     ("config", "dense_cin"),
     [
@@ -411,6 +489,9 @@ def test_depthwise_regime_features():
     # (the multiplier padded to one 16-wide panel), and no depthwise tap_steps.
     assert grouped[col["grouped_steps"]] == 14 * 14 * 9 * 32
     assert grouped[col["tap_steps"]] == 0 and plain[col["tap_steps"]] > 0
+    # ... whatever its kernel: a 7x7 grouped layer does not run the multi-pass depthwise kernel.
+    grouped_7x7 = op_feature_vector("depthwise_conv2d", {**base, "multiplier": 2, "kh": 7, "kw": 7})
+    assert grouped_7x7[col["flops_multipass"]] == 0 and grouped_7x7[col["grouped_steps"]] > 0
     wide = op_feature_vector("depthwise_conv2d", {**base, "multiplier": 17})
     assert wide[col["grouped_steps"]] == 2 * grouped[col["grouped_steps"]]
     # A channel count that is not a multiple of 8 pays a masked tail once per output pixel.
