@@ -201,7 +201,8 @@ def _network_result(
         p90_ms=p90_ms,
         predicted_ms=_total_ms(prediction),
         predicted_by_op_type_ms=by_op_type_ms(prediction),
-        # Ablation: the same model without the weight-reload term of networks beyond the cache.
+        # Ablation: the same model without its reload terms (the reload rate of networks beyond
+        # the cache and the chain-extra curve of networks within it; the DRAM floor stays).
         baselines_ms={
             **predict_baselines(baselines, flatbuffer),
             "ours_no_reload": _total_ms(prediction) - reload_ms(prediction),
