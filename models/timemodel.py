@@ -660,10 +660,11 @@ class DeviceTimeModel:
     def predict_ops(self, ops: Sequence[OpInstance]) -> list[OpPrediction]:
         """Per-op predictions (ms), with fused and aliased ops priced as the runtime runs them.
 
-        In a network whose weights exceed the cache (:meth:`streams_weights`), an op whose
-        weights fit in the cache alone pays :attr:`reload_ms_per_param_byte` per weight byte on
-        top of its single-op time (they were evicted since the last invoke), and every op takes
-        at least the time to read its weights from DRAM; both are noted on the op. In a network
+        In a network whose weights exceed the cache (:meth:`streams_weights`), an op other than
+        a dense layer whose weights fit in the cache alone pays :attr:`reload_ms_per_param_byte`
+        per weight byte on top of its single-op time (they were evicted since the last invoke),
+        and every op takes at least the time to read its weights from DRAM (a dense layer's
+        time there); both are noted on the op. In a network
         within the cache, each op pays :attr:`chain_extra` at the network's weight bytes per byte
         of its own weights (its weights and input were evicted to the L3 by the ops in between).
         """
@@ -688,7 +689,15 @@ class DeviceTimeModel:
             if dense is not None:
                 note = f"one output pixel: priced as a dense layer of {dense['cin']} inputs"
             param_bytes = float(op.features.get("param_bytes", 0.0))
-            reload_ms = self.reload_ms(param_bytes) if streaming else extra_rate * param_bytes
+            if not streaming:
+                reload_ms = extra_rate * param_bytes
+            elif op_type == "fully_connected" or dense is not None:
+                # A dense layer (or a conv run as one) reads each weight once per invoke: in a
+                # network beyond the cache the DRAM floor below is its time; the reload rate,
+                # fitted on chains of convolutions, would count the same bytes again.
+                reload_ms = 0.0
+            else:
+                reload_ms = self.reload_ms(param_bytes)
             if reload_ms > 0.0:
                 ms += reload_ms
                 reload_note = f"+{reload_ms:.3g} ms to reload weights evicted by the network"

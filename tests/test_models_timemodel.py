@@ -286,6 +286,19 @@ def test_weight_reload_rate_is_fitted_from_chain_probes_and_priced_in_networks(s
     alone = without.predict_network(large[:1]).total_ms - without.overhead_ms
     assert together.ops[0].predicted_ms == pytest.approx(max(alone + reloaded, 0.0), rel=0.3)
     assert all("reload" in op.note for op in together.ops)
+    # Dense layers in a network beyond the cache: the DRAM floor, no reload on top.
+    fc = {"rows": 1, "cin": 1024, "cout": 1024, "activation": "none"}
+    dense_net = [
+        OpInstance(i, "fully_connected", fc, cost_features("fully_connected", fc), "FC")
+        for i in range(4)
+    ]
+    assert model.streams_weights(dense_net)
+    alone = model.predict_op("fully_connected", fc, dense_net[0].features)[0]
+    assert model.dram_ms_per_param_byte is not None
+    floor = model.dram_ms_per_param_byte * dense_net[0].features["param_bytes"]
+    for op in model.predict_network(dense_net).ops:
+        assert op.reload_ms == 0.0
+        assert op.predicted_ms == pytest.approx(max(alone, floor))
     restored = DeviceTimeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     assert restored.reload_ms_per_param_byte == model.reload_ms_per_param_byte
     assert "reloaded" in model.to_dict()["network_rules"]
