@@ -634,10 +634,13 @@ class DeviceTimeModel:
 
     def streams_weights(self, ops: Sequence[OpInstance]) -> bool:
         """Whether the network's weights exceed the cache, so each op streams them from DRAM."""
+        return self._streams(network_param_bytes(ops))
+
+    def _streams(self, param_bytes: float) -> bool:
+        """Whether a network of ``param_bytes`` weight bytes exceeds the fitted cache."""
         if self.cache_bytes is None or self.dram_ms_per_param_byte is None:
             return False
-        total = sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
-        return total > self.cache_bytes
+        return param_bytes > self.cache_bytes
 
     def chain_extra_ms_per_param_byte(self, network_param_bytes: float) -> float:
         """:attr:`chain_extra` at a network's weight bytes (0 without a curve)."""
@@ -669,9 +672,9 @@ class DeviceTimeModel:
         of its own weights (its weights and input were evicted to the L3 by the ops in between).
         """
         fused = fused_indices(ops)
-        streaming = self.streams_weights(ops)
-        network_param_bytes = sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
-        extra_rate = 0.0 if streaming else self.chain_extra_ms_per_param_byte(network_param_bytes)
+        total_param_bytes = network_param_bytes(ops)
+        streaming = self._streams(total_param_bytes)
+        extra_rate = 0.0 if streaming else self.chain_extra_ms_per_param_byte(total_param_bytes)
         out = []
         for op in ops:
             if op.index in fused:
@@ -806,6 +809,11 @@ class DeviceTimeModel:
             data.get("reload_ms_per_param_byte"),
             chain_extra_knots(data.get("chain_extra")),
         )
+
+
+def network_param_bytes(ops: Sequence[OpInstance]) -> float:
+    """Weight bytes of a network: the sum of its ops' ``param_bytes``."""
+    return sum(float(op.features.get("param_bytes", 0.0)) for op in ops)
 
 
 def chain_extra_knots(
