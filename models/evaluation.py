@@ -26,15 +26,16 @@ from models.timemodel import (
     NetworkPrediction,
     _fallback_rates,
     build_design,
+    chain_extra_from_probes,
     chain_extra_knots,
-    estimate_chain_extra,
+    chain_probe_times,
     estimate_overhead_ms,
-    estimate_reload_rate,
     estimate_weight_streaming,
     fit_device_model,
     fit_weights,
     op_feature_vector,
     quiet_samples,
+    reload_rate_from_probes,
 )
 
 
@@ -193,9 +194,9 @@ def _with_reload(
 ) -> _PerOpModel:
     """Set the baseline's weight-reload rate and network extra curve from the probes, under its
     own conv predictions."""
-    probes = by_type.get("conv_chain", [])
-    model.reload_ms_per_param_byte = estimate_reload_rate(probes, model)["ms_per_param_byte"]
-    model.chain_extra = chain_extra_knots(estimate_chain_extra(probes, model))
+    probes = chain_probe_times(by_type.get("conv_chain", []), model)
+    model.reload_ms_per_param_byte = reload_rate_from_probes(probes, model)["ms_per_param_byte"]
+    model.chain_extra = chain_extra_knots(chain_extra_from_probes(probes, model))
     return model
 
 

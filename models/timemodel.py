@@ -1021,6 +1021,11 @@ class ChainProbe:
     param_bytes: list[float]
     with_singles: bool
 
+    @property
+    def total_param_bytes(self) -> float:
+        """Weight bytes of the whole chain."""
+        return float(sum(self.param_bytes))
+
 
 def chain_probe_times(
     chain_samples: Sequence[Mapping[str, Any]],
@@ -1076,6 +1081,13 @@ def estimate_chain_extra(
     :data:`MIN_CHAIN_EXTRA_PROBES` probes), ``"probes"``, and the probes' in-sample MAPE
     (fraction) without and with the curve.
     """
+    return chain_extra_from_probes(chain_probe_times(chain_samples, model, conv_samples), model)
+
+
+def chain_extra_from_probes(
+    chain_probes: Sequence[ChainProbe], model: DeviceTimeModel
+) -> dict[str, Any]:
+    """:func:`estimate_chain_extra` on probes already timed against their layers."""
     out: dict[str, Any] = {
         "param_bytes": None,
         "ms_per_param_byte": None,
@@ -1085,13 +1097,13 @@ def estimate_chain_extra(
     }
     probes = [
         p
-        for p in chain_probe_times(chain_samples, model, conv_samples)
-        if model.cache_bytes is None or sum(p.param_bytes) <= model.cache_bytes
+        for p in chain_probes
+        if model.cache_bytes is None or p.total_param_bytes <= model.cache_bytes
     ]
     out["probes"] = len(probes)
     if len(probes) < MIN_CHAIN_EXTRA_PROBES:
         return out
-    params = np.array([sum(p.param_bytes) for p in probes])
+    params = np.array([p.total_param_bytes for p in probes])
     measured = np.array([p.measured_ms for p in probes])
     layers = np.array([p.layers_ms for p in probes])
     iso = IsotonicRegression(increasing=True, y_min=0.0, out_of_bounds="clip")
@@ -1130,18 +1142,22 @@ def estimate_reload_rate(
     byte from the measured layers, 54.8 and 26.8 from two trees' predictions of them (one of them
     under-predicted a 26.8 MB chain's convs 3x).
     """
+    return reload_rate_from_probes(chain_probe_times(chain_samples, model, conv_samples), model)
+
+
+def reload_rate_from_probes(probes: Sequence[ChainProbe], model: DeviceTimeModel) -> dict[str, Any]:
+    """:func:`estimate_reload_rate` on probes already timed against their layers."""
     out: dict[str, Any] = {
         "ms_per_param_byte": None,
-        "probes": len(chain_samples),
+        "probes": len(probes),
         "probes_with_singles": 0,
         "probes_beyond_cache": 0,
         "chain_mape_without": None,
         "chain_mape_with": None,
         "chain_mape_in_cache": None,
     }
-    if model.cache_bytes is None or not chain_samples:
+    if model.cache_bytes is None or not probes:
         return out
-    probes = chain_probe_times(chain_samples, model, conv_samples)
     out["probes_with_singles"] = sum(p.with_singles for p in probes)
     measured = np.array([p.measured_ms for p in probes])
     predicted = np.array([p.layers_ms for p in probes])
@@ -1349,10 +1365,11 @@ def fit_device_model(
     model = DeviceTimeModel(
         trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate
     )
-    chains, convs = by_type.get("conv_chain", []), by_type.get("conv2d", [])
-    reload = estimate_reload_rate(chains, model, convs)
+    # Each probe against its layers, once for both network terms.
+    probes = chain_probe_times(by_type.get("conv_chain", []), model, by_type.get("conv2d", []))
+    reload = reload_rate_from_probes(probes, model)
     model.reload_ms_per_param_byte = reload["ms_per_param_byte"]
-    chain_extra = estimate_chain_extra(chains, model, convs)
+    chain_extra = chain_extra_from_probes(probes, model)
     model.chain_extra = chain_extra_knots(chain_extra)
     metrics = {
         "per_op_type": per_op,
