@@ -200,6 +200,12 @@ def agent_job(session: Session, job_id: int, principal: Principal) -> tuple[Job,
     return job, device
 
 
+# A round whose remaining device time is below this is spent: its samples' measure_s are floats
+# summed by PostgreSQL in no fixed order, so a round spent exactly can come out a few ulps short.
+# 1 ms is far below one sample's measuring time (0.2-1 s on the development hosts).
+SPENT_TOLERANCE_S = 1e-3
+
+
 def device_s_left(session: Session, job: Job) -> float | None:
     """Device time (s) the job may still use before its campaign's round budget is spent;
     None for a network job or a campaign without a budget."""
@@ -311,7 +317,7 @@ def add_adaptive_round(
 def _after_job_finished(session: Session, job: Job) -> None:
     if job.campaign_id is not None:
         left = device_s_left(session, job)
-        if left is not None and left <= 0:
+        if left is not None and left < SPENT_TOLERANCE_S:
             # The round's budget is spent: its queued jobs will not run (the adaptive round, if
             # any, is still planned and gets what the whole budget leaves).
             repository.skip_queued_jobs(session, job.campaign_id, BUDGET_SPENT)
