@@ -430,9 +430,9 @@ def report(
         )
     extra = run.get("chain_extra") or {}
     if extra:
-        knots, rates = extra.get("param_bytes") or [], extra.get("ms_per_param_byte") or []
+        knots, ratios = extra.get("param_bytes") or [], extra.get("ratio") or []
         curve = ", ".join(
-            f"{x / 1e6:.1f} MB {y * 1e9:.1f} ps" for x, y in zip(knots, rates, strict=True)
+            f"{x / 1e6:.1f} MB +{100 * y:.1f}%" for x, y in zip(knots, ratios, strict=True)
         )
         console.print(
             f"network extra within the cache from {extra.get('probes')} conv_chain probes: "

@@ -47,7 +47,7 @@ def test_report_prints_the_network_extra_curve(tmp_path: Path) -> None:
         "mode": "test",
         "chain_extra": {
             "param_bytes": [1e6, 9.5e6, 17.3e6],
-            "ms_per_param_byte": [0.0, 3.6e-9, 15.3e-9],
+            "ratio": [0.0, 0.036, 0.153],
             "probes": 29,
             "chain_mape_without": 0.029,
             "chain_mape_with": 0.015,
@@ -56,7 +56,7 @@ def test_report_prints_the_network_extra_curve(tmp_path: Path) -> None:
     with accuracy.console.capture() as captured:
         document = report([_result("vgg_w16_64", 3.0, 3.1)], run, tmp_path / "a.json", {})
     text = captured.get()
-    assert "from 29 conv_chain probes: 1.0 MB 0.0 ps, 9.5 MB 3.6 ps, 17.3 MB 15.3 ps" in text
+    assert "from 29 conv_chain probes: 1.0 MB +0.0%, 9.5 MB +3.6%, 17.3 MB +15.3%" in text
     assert "2.9% without, 1.5% with it" in text
     assert document["run"]["chain_extra"]["probes"] == 29
 

@@ -335,9 +335,9 @@ def test_reload_rate_uses_the_probes_layers_measured_alone(samples):
     assert alone["ms_per_param_byte"] > 1.1 * RELOAD_MS_PER_BYTE  # 1.25x here
 
 
-# The synthetic device's network extra: nothing up to 2 MB of weights, 50 ps per byte beyond.
+# The synthetic device's network extra: nothing up to 2 MB of weights, 8% of the layers beyond.
 CHAIN_EXTRA_KNEE_BYTES = 2e6
-CHAIN_EXTRA_MS_PER_BYTE = 5e-8
+CHAIN_EXTRA_RATIO = 0.08
 
 
 def _chain_extra_probes(model):
@@ -354,8 +354,8 @@ def _chain_extra_probes(model):
             }  # fmt: skip
             layer_ms.append(ms)
         params = sum(cost_features("conv2d", x)["param_bytes"] for x in layers)
-        extra = CHAIN_EXTRA_MS_PER_BYTE * params if params > CHAIN_EXTRA_KNEE_BYTES else 0.0
-        measured_ms = model.overhead_ms + sum(layer_ms) + extra
+        ratio = CHAIN_EXTRA_RATIO if params > CHAIN_EXTRA_KNEE_BYTES else 0.0
+        measured_ms = (model.overhead_ms + sum(layer_ms)) * (1.0 + ratio)
         probes.append(
             {"op_type": "conv_chain", "config": config, "latency": {"median_ms": measured_ms}}
         )
@@ -374,34 +374,33 @@ def test_network_extra_curve_is_fitted_from_chain_probes_within_the_cache(sample
     assert len(within) >= 10 and len(within) < len(probes)  # the others are left out
     fitted = estimate_chain_extra(probes, model, singles)
     assert fitted["probes"] == len(within)
-    knots, rates = fitted["param_bytes"], fitted["ms_per_param_byte"]
-    assert np.all(np.diff(knots) >= 0) and np.all(np.diff(rates) >= 0)  # non-decreasing
+    knots, ratios = fitted["param_bytes"], fitted["ratio"]
+    assert np.all(np.diff(knots) >= 0) and np.all(np.diff(ratios) >= 0)  # non-decreasing
     assert fitted["chain_mape_with"] == pytest.approx(0.0, abs=1e-9)
     assert fitted["chain_mape_without"] > 0.01
-    curve = DeviceTimeModel(model.trees, model.overhead_ms, chain_extra=(knots, rates))
-    assert curve.chain_extra_ms_per_param_byte(min(knots)) == 0.0
-    assert curve.chain_extra_ms_per_param_byte(max(knots)) == pytest.approx(CHAIN_EXTRA_MS_PER_BYTE)
+    curve = DeviceTimeModel(model.trees, model.overhead_ms, chain_extra=(knots, ratios))
+    assert curve.chain_extra_ratio(min(knots)) == 0.0
+    assert curve.chain_extra_ratio(max(knots)) == pytest.approx(CHAIN_EXTRA_RATIO)
     assert estimate_chain_extra(probes[:5], model, singles)["param_bytes"] is None  # too few
 
     # fit_device_model fits it and prices it in networks within the cache.
     with_probes, metrics = fit_device_model([*samples, *_dense_samples(), *probes, *singles], cv=2)
     assert metrics["chain_extra"]["probes"] == len(within)
-    rate = with_probes.chain_extra_ms_per_param_byte(5e6)
-    assert rate == pytest.approx(CHAIN_EXTRA_MS_PER_BYTE, rel=0.05)
+    assert with_probes.chain_extra_ratio(5e6) == pytest.approx(CHAIN_EXTRA_RATIO, rel=0.05)
 
     def conv(index, cin, cout):
         config = {"h": 3, "w": 3, "cin": cin, "cout": cout, "kh": 1, "kw": 1, "stride": 1,
                   "padding": "same", "activation": "none"}  # fmt: skip
         return OpInstance(index, "conv2d", config, cost_features("conv2d", config), "CONV_2D")
 
-    network = [conv(i, 512, 512) for i in range(5)]  # 5.2 MB of weights, within the 6 MB cache
+    network = [conv(i, 512, 512) for i in range(4)]  # 4.2 MB of weights, within the cache
+    assert not with_probes.streams_weights(network)
     priced = with_probes.predict_network(network)
-    net_rate = with_probes.chain_extra_ms_per_param_byte(
-        sum(op.features["param_bytes"] for op in network)
-    )
+    net_ratio = with_probes.chain_extra_ratio(sum(op.features["param_bytes"] for op in network))
+    assert net_ratio == pytest.approx(CHAIN_EXTRA_RATIO, rel=0.05)
     for op, prediction in zip(network, priced.ops, strict=True):
         alone = with_probes.predict_op("conv2d", op.config, op.features)[0]
-        assert prediction.reload_ms == pytest.approx(net_rate * op.features["param_bytes"])
+        assert prediction.reload_ms == pytest.approx(net_ratio * alone)
         assert prediction.predicted_ms == pytest.approx(alone + prediction.reload_ms)
         assert "reload" in prediction.note
     small = with_probes.predict_network(network[:1])  # 1 MB: below the knee, nothing added
@@ -409,7 +408,11 @@ def test_network_extra_curve_is_fitted_from_chain_probes_within_the_cache(sample
     restored = DeviceTimeModel.from_dict(json.loads(json.dumps(with_probes.to_dict())))
     assert restored.chain_extra == with_probes.chain_extra
     assert restored.predict_network(network).total_ms == pytest.approx(priced.total_ms)
-    assert "e(network param_bytes)" in with_probes.network_rules()
+    assert "r(network param_bytes)" in with_probes.network_rules()
+    # A model stored with the per-byte curve of before 2026-11-30 loads without a curve.
+    old = with_probes.to_dict()
+    old["chain_extra"] = {"param_bytes": [1e6, 5e6], "ms_per_param_byte": [0.0, 5e-8]}
+    assert DeviceTimeModel.from_dict(old).chain_extra is None
 
 
 @pytest.mark.parametrize(
