@@ -908,7 +908,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
             flatbuffer = flatbuffers[name]
             fastest_ms, measurement, rounds_ms = fastest_round(
                 [
-                    (float(stats["median_ms"]), {**stats.get("quality", {}), **stats})
+                    (float(stats["median_ms"]), stats)
                     for stats in cache.network(name, flatbuffer)[: args.network_rounds]
                 ]
             )

@@ -496,11 +496,11 @@ def fit_weights(op_ms: np.ndarray, overhead_ms: float) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # The device model
+# ---------------------------------------------------------------------------------------------
 
 # An extra below a nanosecond is dropped, note and all (isotonic fits leave ~1e-19 ms of
 # floating-point dust where the curve is flat at 0; no agent's timer resolves a nanosecond).
 NEGLIGIBLE_MS = 1e-6
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
