@@ -50,14 +50,16 @@ class Settings(BaseSettings):
     # benchmarks for (ResNet50 is 98 MB, so it would need this raised on purpose).
     max_upload_bytes: int = 64 * 1024 * 1024
     max_campaign_samples: int = 20_000
-    # Samples of a campaign asked for without a size (`fdiot profile`): on a quiet host they took
-    # 19-29 device minutes on the second development VM (bench/results/accuracy_vm2_budget.json,
-    # accuracy_vm2_quiet.json); on a noisy one more, which default_campaign_device_minutes caps.
-    default_campaign_samples: int = 2500
+    # Samples of a campaign asked for without a size (`fdiot profile`). 3700 since 2026-11-30:
+    # ~1200 more depthwise samples than the 2500 before (see CAMPAIGN_WEIGHTS in
+    # models/opspace.py), ~0.31 s of device time each on the second development VM, where 2500
+    # took 13-15 min on quiet hours (bench/results/accuracy_vm2_ratio.json); on a noisy host
+    # more, which default_campaign_device_minutes caps.
+    default_campaign_samples: int = 3700
     # Device-time budget of a campaign asked for without one, in minutes of measuring (the sum of
     # its samples' measure_s: every attempt, canary wait and pause); 0: no limit. Issue 3's cost
-    # target is 30 minutes: on a quiet host 2500 samples fit inside it, on a noisy one (the second
-    # development VM, 45 min for 2500 on 2026-11-30) the campaign stops when it is spent.
+    # target is 30 minutes: on a quiet host the default samples fit inside it, on a noisy one (the
+    # second development VM, 45 min for 2500 on 2026-11-30) the campaign stops when it is spent.
     default_campaign_device_minutes: float = Field(default=30.0, ge=0.0)
     # Bound on the budget a request may ask for: one day of one device.
     max_campaign_device_minutes: float = 24 * 60.0
