@@ -581,11 +581,12 @@ def sample_configs(op_type: str, n: int, seed: int) -> list[dict[str, Any]]:
 # time and have the richest behaviour; element-wise ops are simple (bandwidth-bound) lines;
 # recurrent layers get a moderate share because each sample is a whole layer and costly to build.
 # Depthwise gets the largest share: its tree's error falls with samples long after the others'
-# do. Cross-validated MAPE on pooled campaigns of the second development VM (all of them quiet,
-# labels 1.5% repeatable, bench/results/label_noise_vm2.json): 7.8% at ~295 samples (one
-# campaign), 6.8% at 589, 6.2% at 881, 5.3% at 1164, 4.9% at 1479; dense layers stayed at 6.9%
-# from 301 to 623 (their labels move 4.4%). 0.60 gives ~1200 of a 3700-sample campaign's first
-# round and most of its adaptive round.
+# do. `python -m bench.pooled_cv` on five campaigns of the second development VM (its labels
+# 1.5% repeatable, bench/results/label_noise_vm2.json), CV MAPE: 7.3% at 298 samples (one
+# campaign), 6.3% at 589, 5.8% at 881, 5.3% at 1165, 5.1% at 1480
+# (bench/results/pooled_cv_vm2_depthwise.json); dense layers 6.9% at 301, 6.5% at 595
+# (pooled_cv_vm2_dense.json; their labels move 4.4%). 0.60 gives ~1200 of a 3700-sample
+# campaign's first round and most of its adaptive round.
 CAMPAIGN_WEIGHTS: dict[str, float] = {
     "conv2d": 0.22,
     "depthwise_conv2d": 0.60,
