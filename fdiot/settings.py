@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 64 * 1024 * 1024
     max_campaign_samples: int = 20_000
     # Samples of a campaign asked for without a size (`fdiot profile`). 3700 since 2026-11-30:
-    # ~1200 more depthwise samples than the 2500 before (see CAMPAIGN_WEIGHTS in
+    # ~900 more depthwise samples than the 2500 before (DEPTHWISE_TOP_UP_SAMPLES in
     # models/opspace.py), ~0.31 s of device time each on the second development VM, where 2500
     # took 13-15 min on quiet hours (bench/results/accuracy_vm2_ratio.json); on a noisy host
     # more, which default_campaign_device_minutes caps.

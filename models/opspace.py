@@ -580,16 +580,9 @@ def sample_configs(op_type: str, n: int, seed: int) -> list[dict[str, Any]]:
 # Share of a profiling budget per op type: convolutions and dense layers dominate real networks'
 # time and have the richest behaviour; element-wise ops are simple (bandwidth-bound) lines;
 # recurrent layers get a moderate share because each sample is a whole layer and costly to build.
-# Depthwise gets the largest share: its tree's error falls with samples long after the others'
-# do. `python -m bench.pooled_cv` on five campaigns of the second development VM (its labels
-# 1.5% repeatable, bench/results/label_noise_vm2.json), CV MAPE: 7.3% at 298 samples (one
-# campaign), 6.3% at 589, 5.8% at 881, 5.3% at 1165, 5.1% at 1480
-# (bench/results/pooled_cv_vm2_depthwise.json); dense layers 6.9% at 301, 6.5% at 595
-# (pooled_cv_vm2_dense.json; their labels move 4.4%). 0.60 gives ~1200 of a 3700-sample
-# campaign's first round and most of its adaptive round.
 CAMPAIGN_WEIGHTS: dict[str, float] = {
     "conv2d": 0.22,
-    "depthwise_conv2d": 0.60,
+    "depthwise_conv2d": 0.12,
     "fully_connected": 0.12,
     "max_pool2d": 0.03,
     "avg_pool2d": 0.03,
@@ -615,26 +608,56 @@ CAMPAIGN_WEIGHTS: dict[str, float] = {
 }
 
 
+# Depthwise is topped up beyond a broad campaign: its tree's error falls with samples long after
+# the others' do. `python -m bench.pooled_cv` on five campaigns of the second development VM (its
+# labels 1.5% repeatable, bench/results/label_noise_vm2.json), CV MAPE: 7.3% at 298 samples (one
+# campaign), 6.3% at 589, 5.8% at 881, 5.3% at 1165, 5.1% at 1480
+# (bench/results/pooled_cv_vm2_depthwise.json); dense layers 6.9% at 301, 6.5% at 595
+# (pooled_cv_vm2_dense.json; their labels move 4.4%). So a campaign's first BROAD_CAMPAIGN_SAMPLES
+# are split by CAMPAIGN_WEIGHTS (every op type covered: the 800-sample demo stays as it was), and
+# the samples beyond go to depthwise until it has DEPTHWISE_TOP_UP_SAMPLES, then by the weights
+# again. The default campaign's first round (2960 samples) gets ~1200 depthwise; its adaptive
+# round adds more where the error is (1420 in all in the 2026-11-30 11:35 run).
+BROAD_CAMPAIGN_SAMPLES = 2000
+DEPTHWISE_TOP_UP_SAMPLES = 1200
+
+
 def default_campaign(total_samples: int, op_types: Sequence[str] | None = None) -> dict[str, int]:
     """Split a budget of ``total_samples`` across op types by importance (largest remainder).
 
     Every op type gets at least one sample when the budget allows; the counts sum to the budget.
+    The first :data:`BROAD_CAMPAIGN_SAMPLES` are split by :data:`CAMPAIGN_WEIGHTS`; the samples
+    beyond them top depthwise up to :data:`DEPTHWISE_TOP_UP_SAMPLES` (when it is chosen), and the
+    rest are split by the weights again.
     """
     chosen = list(op_types) if op_types else list(OP_TYPES)
     for op_type in chosen:
         _check_op_type(op_type)
     if total_samples < 0:
         raise ValueError("total_samples must be >= 0")
-    weights = np.array([CAMPAIGN_WEIGHTS.get(t, 0.02) for t in chosen])
-    weights = weights / weights.sum()
-    floor_each = 1 if total_samples >= len(chosen) else 0
-    rest = total_samples - floor_each * len(chosen)
-    raw = weights * rest
+    broad = min(total_samples, BROAD_CAMPAIGN_SAMPLES)
+    floor_each = 1 if broad >= len(chosen) else 0
+    counts = _split_by_weights(chosen, broad - floor_each * len(chosen))
+    counts = {t: n + floor_each for t, n in counts.items()}
+    surplus = total_samples - broad
+    if "depthwise_conv2d" in counts:
+        top_up = min(surplus, max(0, DEPTHWISE_TOP_UP_SAMPLES - counts["depthwise_conv2d"]))
+        counts["depthwise_conv2d"] += top_up
+        surplus -= top_up
+    for op_type, n in _split_by_weights(chosen, surplus).items():
+        counts[op_type] += n
+    return counts
+
+
+def _split_by_weights(op_types: Sequence[str], samples: int) -> dict[str, int]:
+    """``samples`` split across ``op_types`` by :data:`CAMPAIGN_WEIGHTS` (largest remainder)."""
+    weights = np.array([CAMPAIGN_WEIGHTS.get(t, 0.02) for t in op_types])
+    raw = weights / weights.sum() * samples
     counts = np.floor(raw).astype(int)
-    leftover = rest - int(counts.sum())
+    leftover = samples - int(counts.sum())
     for i in np.argsort(-(raw - counts), kind="stable")[:leftover]:
         counts[i] += 1
-    return {t: int(c) + floor_each for t, c in zip(chosen, counts, strict=True)}
+    return {t: int(c) for t, c in zip(op_types, counts, strict=True)}
 
 
 # The variable swept by channel sweeps, per op type.

@@ -116,6 +116,25 @@ def test_default_campaign_sums_and_prioritises():
     assert sum(default_campaign(7).values()) == 7
 
 
+def test_depthwise_is_topped_up_beyond_a_broad_campaign():
+    from models.opspace import BROAD_CAMPAIGN_SAMPLES, DEPTHWISE_TOP_UP_SAMPLES
+
+    broad = default_campaign(BROAD_CAMPAIGN_SAMPLES)
+    # Up to the broad size the split is by the weights alone: the demo's is unchanged.
+    assert broad["depthwise_conv2d"] < broad["conv2d"]
+    big = default_campaign(BROAD_CAMPAIGN_SAMPLES + 900)
+    assert sum(big.values()) == BROAD_CAMPAIGN_SAMPLES + 900
+    assert big["depthwise_conv2d"] == broad["depthwise_conv2d"] + 900
+    assert all(big[t] == broad[t] for t in broad if t != "depthwise_conv2d")
+    # Once depthwise has its top-up, the rest is split by the weights again.
+    huge = default_campaign(BROAD_CAMPAIGN_SAMPLES + 5000)
+    assert DEPTHWISE_TOP_UP_SAMPLES < huge["depthwise_conv2d"] < DEPTHWISE_TOP_UP_SAMPLES + 1000
+    assert huge["conv2d"] > broad["conv2d"] + 800
+    # Without depthwise among the op types, the surplus is split by the weights.
+    no_dw = default_campaign(BROAD_CAMPAIGN_SAMPLES + 900, ["conv2d", "add"])
+    assert sum(no_dw.values()) == BROAD_CAMPAIGN_SAMPLES + 900 and no_dw["conv2d"] > no_dw["add"]
+
+
 def test_channel_sweep_is_dense_in_cout():
     sweep = channel_sweep_configs(low=48, high=81)
     assert [c["cout"] for c in sweep] == list(range(48, 82))
