@@ -16,10 +16,11 @@ then pool them, in the given order, one more campaign per row::
     python -m bench.pooled_cv --samples /tmp/campaign14.json /tmp/campaign13.json ... \\
         --op-types depthwise_conv2d fully_connected --out bench/results/pooled_cv.json
 
-Each row fits the op type exactly as the fit worker does (:func:`models.timemodel.
+Each row fits the op type's own samples as the fit worker does (:func:`models.timemodel.
 fit_device_model`: quiet samples only, the invoke overhead from the pooled ``invoke_overhead``
-samples) and cross-validates it with ``--cv`` folds, repeated ``--repeats`` times. Prints a table
-and writes it as JSON.
+samples) and cross-validates it with ``--cv`` folds, repeated ``--repeats`` times. Convs that
+run as dense layers, which the fit worker adds to ``fully_connected``, are not pooled with it.
+Prints a table and writes it as JSON.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from rich.table import Table
 
 from bench import write_results
 from models.timemodel import fit_device_model
+from server.jobs.planning import OVERHEAD_OP_TYPE
 
 console = Console()
 
 JSON = dict[str, Any]
-OVERHEAD_OP_TYPE = "invoke_overhead"
 
 
 def pooled_rows(
