@@ -9,7 +9,7 @@ gain limits, then pruned by cost-complexity with the pruning strength chosen by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,15 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         Minimise squared *relative* error (row weights ``1 / y**2``) instead of absolute error.
     random_state : int, RandomState instance or None, default=None
         Seed of the cross-validation folds.
+    forced_split : mapping, default=None
+        A split made at the root before greedy growth, ``{"feature": name or index, "kind": "le"
+        or "mod", "value": v}``, that pruning keeps: for a configuration variable known to switch
+        the runtime to another kernel, whose few samples the greedy search would otherwise scatter
+        over leaves fitted on the common kernel. Each side's top node then prices the rows its
+        leaves may not extrapolate to (see Notes), not the root. Skipped (the root is grown
+        greedily) when either
+        side would hold fewer than ``2 * min_samples_leaf`` samples, the fewest a node needs to be
+        split.
 
     Attributes
     ----------
@@ -101,6 +110,8 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         The chosen pruning strength (fraction of the root error per extra leaf).
     n_features_in_ : int
         Number of columns seen in ``fit``.
+    forced_split_ : dict or None
+        ``forced_split`` with its feature resolved to a column index.
 
     Notes
     -----
@@ -126,6 +137,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         cv: Any = 5,
         relative: bool = True,
         random_state: int | np.random.RandomState | None = None,
+        forced_split: Mapping[str, Any] | None = None,
     ) -> None:
         self.cost_features = cost_features
         self.split_features = split_features
@@ -138,6 +150,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.cv = cv
         self.relative = relative
         self.random_state = random_state
+        self.forced_split = forced_split
 
     # ----------------------------------------------------------------------------- fitting
     def _names(self) -> list[str] | None:
@@ -162,6 +175,16 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
                     raise ValueError(f"feature index {index} out of range for {n_features} columns")
                 out.append(index)
         return np.asarray(out, dtype=int)
+
+    def _resolve_split(
+        self, split: Mapping[str, Any] | None, n_features: int
+    ) -> dict[str, Any] | None:
+        if split is None:
+            return None
+        if split.get("kind") not in ("le", "mod"):
+            raise ValueError(f"forced_split kind must be 'le' or 'mod', got {split.get('kind')!r}")
+        (feature,) = self._resolve([split["feature"]], n_features)
+        return {"feature": int(feature), "kind": split["kind"], "value": float(split["value"])}
 
     def _weights(self, y: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
         if not self.relative:
@@ -198,6 +221,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.cost_indices_ = self._resolve(self.cost_features, X.shape[1])
         self.split_indices_ = self._resolve(self.split_features, X.shape[1])
         self.integer_columns_ = np.all(np.equal(np.mod(X, 1), 0), axis=0) & np.all(X >= 1, axis=0)
+        self.forced_split_ = self._resolve_split(self.forced_split, X.shape[1])
         w = self._weights(y, sw)
         tree = self._grow(X, y, w)
         self.alpha_ = 0.0
@@ -227,6 +251,15 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         }
         if depth >= self.max_depth or len(y) < 2 * self.min_samples_leaf or error <= 0:
             return node
+        forced = self.forced_split_ if depth == 0 else None
+        if forced is not None:
+            mask = _split_mask(forced, X)
+            # Each side must be a node the tree could split again, not a bare minimal leaf.
+            if min(int(mask.sum()), int((~mask).sum())) >= 2 * max(1, self.min_samples_leaf):
+                node["split"] = {**forced, "forced": True}
+                node["left"] = self._node(X[mask], y[mask], w[mask], depth + 1)
+                node["right"] = self._node(X[~mask], y[~mask], w[~mask], depth + 1)
+                return node
         split = self._best_split(X, y, w, error)
         if split is None:
             return node
@@ -426,6 +459,8 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         for key in ("cost_features", "split_features", "feature_names", "multiple_candidates"):
             if params[key] is not None:
                 params[key] = list(params[key])
+        if params["forced_split"] is not None:
+            params["forced_split"] = dict(params["forced_split"])
         if not isinstance(params["random_state"], int | type(None)):
             params["random_state"] = None
         return {
@@ -546,7 +581,12 @@ def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:
         if "split" not in node:
             return price(node, rows, root)
         mask = _split_mask(node["split"], X[rows])
-        rest = np.concatenate([walk(node["left"], rows[mask]), walk(node["right"], rows[~mask])])
+        # Below a forced split each side is a model of its own kernel: its top node prices all
+        # its rows, and none falls back to the node above, fitted on both kernels.
+        forced = bool(node["split"].get("forced"))
+        rest = np.concatenate(
+            [walk(node["left"], rows[mask], forced), walk(node["right"], rows[~mask], forced)]
+        )
         return price(node, rest, root) if rest.size else rest
 
     walk(tree, np.arange(X.shape[0]), root=True)
@@ -574,7 +614,7 @@ def _prune_cost(node: Node, alpha: float) -> tuple[Node, float]:
         return as_leaf, leaf_cost
     left, left_cost = _prune_cost(node["left"], alpha)
     right, right_cost = _prune_cost(node["right"], alpha)
-    if left_cost + right_cost < leaf_cost:
+    if left_cost + right_cost < leaf_cost or node["split"].get("forced"):
         return {
             **as_leaf,
             "split": node["split"],

@@ -198,3 +198,70 @@ def test_a_leaf_does_not_price_a_mix_of_features_it_never_saw():
     assert est.predict(odd)[0] == pytest.approx(
         0.5 * leaf["coef"][0] + 10.0 * leaf["coef"][1] + leaf["intercept"]
     )
+
+
+def _two_kernel_data(seed=5, n=400, slow=40):
+    """Most rows run one kernel; ``slow`` rows (mode == 2) run one 6x slower per FLOP, and an
+    unrelated variable ``h`` splits the time of both more (a greedy root split on it wins)."""
+    rng = np.random.default_rng(seed)
+    mode = np.where(np.arange(n) < slow, 2, 1)
+    h = rng.choice([7, 56], n)
+    flops = rng.uniform(1e6, 1e7, n) * np.where(h == 56, 60, 1)
+    y = flops * np.where(mode == 2, 6e-9, 1e-9) * rng.normal(1.0, 0.01, n)
+    return np.c_[flops, mode, h], y
+
+
+def test_a_forced_split_is_the_root_and_survives_pruning():
+    X, y = _two_kernel_data()
+    split = {"feature": "mode", "kind": "le", "value": 1}
+    est = TreeLinearRegressor(
+        cost_features=["flops"],
+        split_features=["mode", "h"],
+        feature_names=["flops", "mode", "h"],
+        min_samples_leaf=10,
+        forced_split=split,
+        cv=3,
+        random_state=0,
+    ).fit(X, y)
+    assert est.tree_["split"]["feature"] == 1 and est.tree_["split"]["forced"]
+    assert est.rules().splitlines()[0].startswith("if mode <= 1")
+    slow = X[:, 1] == 2
+    assert np.mean(np.abs(est.predict(X[slow]) - y[slow]) / y[slow]) < 0.05
+    # Pruning as hard as it goes keeps the forced split (and nothing else).
+    est.set_params(cv=0).fit(X, y)
+    from models.tree import _prune
+
+    pruned = _prune(est.tree_, 1e30)
+    assert pruned["split"]["forced"] and "split" not in pruned["left"]
+    again = TreeLinearRegressor.from_dict(json.loads(json.dumps(est.to_dict())))
+    np.testing.assert_allclose(again.predict(X), est.predict(X))
+    assert clone(est).get_params()["forced_split"] == split
+
+
+def test_a_forced_split_with_too_few_rows_on_one_side_is_skipped():
+    X, y = _two_kernel_data(slow=3)
+    est = TreeLinearRegressor(
+        cost_features=[0],
+        split_features=[1, 2],
+        min_samples_leaf=10,
+        random_state=0,
+        forced_split={"feature": 1, "kind": "le", "value": 1},
+    ).fit(X, y)
+    assert not est.tree_.get("split", {}).get("forced")
+    with pytest.raises(ValueError, match="kind"):
+        TreeLinearRegressor(forced_split={"feature": 0, "kind": "lt", "value": 1}).fit(X, y)
+
+
+def test_rows_beyond_a_forced_side_are_priced_by_that_side_not_the_root():
+    X, y = _two_kernel_data(n=600, slow=120)
+    est = TreeLinearRegressor(
+        cost_features=[0],
+        split_features=[1, 2],
+        min_samples_leaf=10,
+        forced_split={"feature": 1, "kind": "le", "value": 1},
+        cv=0,
+        random_state=0,
+    ).fit(X, y)
+    far = np.array([[X[:, 0].max() * 100, 2, 56], [X[:, 0].max() * 100, 1, 56]])
+    # Far beyond every node's samples: the slow kernel's side still prices at its rate (6x).
+    np.testing.assert_allclose(est.predict(far), far[:, 0] * np.array([6e-9, 1e-9]), rtol=0.2)
