@@ -63,6 +63,26 @@ def _spread(values: np.ndarray) -> dict[str, Any]:
             "p90_over_p10": p90 / p10}  # fmt: skip
 
 
+def spread_table(
+    title: str, labels: tuple[str, str, str], spreads: Mapping[str, Mapping[str, Mapping[str, Any]]]
+) -> Table:
+    """A table of :func:`_spread` results, one row per outer and inner key (``labels`` names
+    those two columns and the count column)."""
+    table = Table(title=title)
+    for column in (*labels, "p10 ms", "p50 ms", "p90 ms", "p90/p10"):
+        table.add_column(column, justify="right")
+    for name, by_label in spreads.items():
+        for label, s in by_label.items():
+            figures = (
+                [f"{s[k]:.3f}" for k in ("p10_ms", "p50_ms", "p90_ms")]
+                + [f"{s['p90_over_p10']:.2f}"]
+                if "p50_ms" in s
+                else ["-"] * 4
+            )
+            table.add_row(name, label, str(s["rounds"]), *figures)
+    return table
+
+
 def summarize(
     rows: Sequence[Mapping[str, float]],
     networks: Sequence[str],
@@ -119,19 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row)
     summary = summarize(rows, args.networks, args.quiet_ratio, args.slow_ratio)
 
-    table = Table(title=f"Network latency by canary state ({len(rows)} rounds)")
-    for column in ("network", "condition", "rounds", "p10 ms", "p50 ms", "p90 ms", "p90/p10"):
-        table.add_column(column, justify="right")
-    for name, by_condition in summary["networks"].items():
-        for label, s in by_condition.items():
-            figures = (
-                [f"{s[k]:.3f}" for k in ("p10_ms", "p50_ms", "p90_ms")]
-                + [f"{s['p90_over_p10']:.2f}"]
-                if "p50_ms" in s
-                else ["-"] * 4
-            )
-            table.add_row(name, label, str(s["rounds"]), *figures)
-    console.print(table)
+    console.print(
+        spread_table(
+            f"Network latency by canary state ({len(rows)} rounds)",
+            ("network", "condition", "rounds"),
+            summary["networks"],
+        )
+    )
     console.print(
         f"L2 canary quiet (before and after, ≤{args.quiet_ratio}x its fastest) in "
         f"{100 * summary['l2_quiet_share']:.0f}% of rounds; L3 canary in "

@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from agent._measure_child import load_interpreter, time_invokes
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from bench import write_results
-from bench.cache_canary import _spread
+from bench.cache_canary import _spread, spread_table
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 
@@ -110,19 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(ROUND_PAUSE_S)
     summary = summarize(rows)
 
-    table = Table(title=f"Dense-layer window medians, cold against warm ({len(rows) // 2} windows)")
-    for column in ("layer", "mode", "windows", "p10 ms", "p50 ms", "p90 ms", "p90/p10"):
-        table.add_column(column, justify="right")
-    for name, by_mode in summary.items():
-        for mode, s in by_mode.items():
-            figures = (
-                [f"{s[k]:.3f}" for k in ("p10_ms", "p50_ms", "p90_ms")]
-                + [f"{s['p90_over_p10']:.2f}"]
-                if "p50_ms" in s
-                else ["-"] * 4
-            )
-            table.add_row(name, mode, str(s["rounds"]), *figures)
-    console.print(table)
+    console.print(
+        spread_table(
+            f"Dense-layer window medians, cold against warm ({len(rows) // 2} windows)",
+            ("layer", "mode", "windows"),
+            summary,
+        )
+    )
     document = {
         "finished_at": datetime.now(UTC).isoformat(),
         "seconds": args.seconds,

@@ -33,3 +33,16 @@ def test_summary_splits_network_times_by_canary_state() -> None:
 def test_too_few_rounds_give_a_count_only() -> None:
     rows = [_row(1.0, 10.0, 5.0), _row(1.0, 20.0, 9.0)]
     assert summarize(rows, ["net"])["networks"]["net"]["l2_quiet_l3_slow"] == {"rounds": 1}
+
+
+def test_spread_table_has_a_row_per_condition_and_dashes_for_too_few_rounds() -> None:
+    from bench.cache_canary import spread_table
+
+    rows = [_row(1.0, 10.0, 5.0)] * 4 + [_row(1.0, 20.0, 9.0)]
+    table = spread_table(
+        "t", ("network", "condition", "rounds"), summarize(rows, ["net"])["networks"]
+    )
+    assert table.row_count == 4
+    cells = {column.header: list(column.cells) for column in table.columns}
+    assert cells["condition"][-1] == "l2_quiet_l3_slow" and cells["p50 ms"][-1] == "-"
+    assert cells["p50 ms"][0] == "5.000"
