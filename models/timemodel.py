@@ -467,8 +467,9 @@ def build_design(
 # (:func:`grouped_steps`; 0.5-2.1 ns per step against the depthwise kernels' own costs). Grown
 # greedily, the tree split first on other variables and left those ~8% of samples scattered over
 # leaves fitted on multiplier 1: their CV MAPE was 15.6% (115 of 1408 samples of the 2026-11-30
-# 11:35 campaign; 5-fold, -85% at worst) against 4.3% for the rest. With this split first, 11.0%
-# and 4.3%, all depthwise 5.18 -> 4.85% (two fold seeds: 5.28 -> 4.93%).
+# 11:35 campaign; 5-fold, -85% at worst) against 4.3% for the rest. With this split first (3-fold,
+# 2 seeds), depthwise 5.78 -> 5.20% on those samples, 6.88 -> 6.54% on the 14:32 campaign's (not
+# used to choose it), 5.69 -> 5.75% on four earlier ~300-sample campaigns pooled.
 FORCED_SPLITS: dict[str, dict[str, Any]] = {
     "depthwise_conv2d": {"feature": "multiplier", "kind": "le", "value": 1},
 }

@@ -94,9 +94,8 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         the runtime to another kernel, whose few samples the greedy search would otherwise scatter
         over leaves fitted on the common kernel. Each side's top node then prices the rows its
         leaves may not extrapolate to (see Notes), not the root. Skipped (the root is grown
-        greedily) when either
-        side would hold fewer than ``2 * min_samples_leaf`` samples, the fewest a node needs to be
-        split.
+        greedily) when either side would hold fewer than ``2 * min_samples_leaf`` samples, the
+        fewest a node needs to be split.
 
     Attributes
     ----------
@@ -251,23 +250,30 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         }
         if depth >= self.max_depth or len(y) < 2 * self.min_samples_leaf or error <= 0:
             return node
-        forced = self.forced_split_ if depth == 0 else None
-        if forced is not None:
-            mask = _split_mask(forced, X)
-            # Each side must be a node the tree could split again, not a bare minimal leaf.
-            if min(int(mask.sum()), int((~mask).sum())) >= 2 * max(1, self.min_samples_leaf):
-                node["split"] = {**forced, "forced": True}
-                node["left"] = self._node(X[mask], y[mask], w[mask], depth + 1)
-                node["right"] = self._node(X[~mask], y[~mask], w[~mask], depth + 1)
-                return node
-        split = self._best_split(X, y, w, error)
+        split = self._forced(X) if depth == 0 else None
+        forced = split is not None
+        if split is None:
+            split = self._best_split(X, y, w, error)
         if split is None:
             return node
         feature, kind, value, mask = split
         node["split"] = {"feature": int(feature), "kind": kind, "value": float(value)}
+        if forced:
+            node["split"]["forced"] = True
         node["left"] = self._node(X[mask], y[mask], w[mask], depth + 1)
         node["right"] = self._node(X[~mask], y[~mask], w[~mask], depth + 1)
         return node
+
+    def _forced(self, X: np.ndarray) -> tuple[int, str, float, np.ndarray] | None:
+        """``forced_split_`` as a split of this node, if each side could be split again."""
+        if self.forced_split_ is None:
+            return None
+        mask = _split_mask(self.forced_split_, X)
+        # Each side must be a node the tree could split again, not a bare minimal leaf.
+        if min(int(mask.sum()), int((~mask).sum())) < 2 * max(1, self.min_samples_leaf):
+            return None
+        f = self.forced_split_
+        return int(f["feature"]), str(f["kind"]), float(f["value"]), mask
 
     def _candidates(self, X: np.ndarray) -> list[tuple[int, str, float, np.ndarray]]:
         """Every admissible split of this node: (feature, kind, value, mask of the 'true' side)."""
