@@ -8,12 +8,13 @@ Op types without a fitted tree get a fallback from the fitted bandwidth and FLOP
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
+from scipy.optimize import nnls
 from sklearn.model_selection import KFold
 
 from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
@@ -515,7 +516,7 @@ def fit_weights(op_ms: np.ndarray, overhead_ms: float) -> np.ndarray:
 # The device model
 # ---------------------------------------------------------------------------------------------
 
-# An extra below a nanosecond is dropped, note and all (isotonic fits leave ~1e-19 ms of
+# An extra below a nanosecond is dropped, note and all (least-squares fits leave ~1e-19 ms of
 # floating-point dust where the curve is flat at 0; no agent's timer resolves a nanosecond).
 NEGLIGIBLE_MS = 1e-6
 
@@ -1087,6 +1088,36 @@ def chain_probe_times(
 # Fewest conv_chain probes within the cache that the network extra curve is fitted from (a third
 # of the 31 a default campaign draws: fewer leave whole stretches of the curve to one probe).
 MIN_CHAIN_EXTRA_PROBES = 10
+# Linear segments of the network extra curve, their knots at the probes' weight-byte quantiles:
+# each slope rests on a third of the probes within the cache (7-9 of the 20-27 of a default
+# campaign). Refitting eight campaigns of the second development VM against their ten network
+# measurements, 2 to 5 segments all scored alike (mean share within 10%: 96.3-98.1%) and all
+# above the isotonic curve that came before (94.8%, down to 78% where one probe set a level).
+CHAIN_EXTRA_SEGMENTS = 3
+
+
+def monotone_segments(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, segments: int
+) -> tuple[list[float], list[float]]:
+    """A non-decreasing, non-negative piecewise-linear fit of ``y`` over ``x``: knots at the
+    quantiles 0, 1/segments, ..., 1 of ``x``; levels that minimise ``sum(weights * (y - f(x))**2)``.
+
+    The curve is ``b + sum_k c_k * clip((x - t_k) / (t_{k+1} - t_k), 0, 1)`` with ``b, c_k >= 0``
+    (non-negative least squares, :func:`scipy.optimize.nnls`), so it rises only where a whole
+    segment's points say so. Written here because scikit-learn's monotone fitter (isotonic
+    regression) has a free level per block of points, and a block can be one point. Returns the
+    knots and the curve's levels at them (equal knots merged).
+    """
+    knots = np.unique(np.quantile(x, np.linspace(0.0, 1.0, segments + 1)))
+    columns = [np.ones_like(x)]
+    for low, high in itertools.pairwise(knots):
+        columns.append(np.clip((x - low) / (high - low), 0.0, 1.0))
+    root_w = np.sqrt(weights)
+    coef, _ = nnls(np.stack(columns, axis=1) * root_w[:, None], y * root_w)
+    levels = np.cumsum(coef)
+    if len(knots) == 1:  # every x equal: one level, one knot
+        return [float(knots[0])], [float(levels[0])]
+    return [float(k) for k in knots], [float(v) for v in levels]
 
 
 def estimate_chain_extra(
@@ -1102,15 +1133,18 @@ def estimate_chain_extra(
     chain of 1x1 convolutions timed whole against its layers timed alone shows what that costs:
     nothing for 1 MB of weights, 3-10% at 5-13 MB, 13-27% at 17-21 MB on the development VM (32 MB
     L3). Each probe within ``model.cache_bytes`` (all probes when no cache size was found) gives
-    ``(measured - layers) / layers``; an isotonic regression over the probes' weight bytes,
-    weighted ``(layers / measured)**2`` so that it minimises the probes' squared relative
-    error, gives the curve. It has no knob: the knots are where the probes put them.
+    ``(measured - layers) / layers``; :func:`monotone_segments` over the probes' weight bytes
+    (:data:`CHAIN_EXTRA_SEGMENTS` segments), weighted ``(layers / measured)**2`` so that it
+    minimises the probes' squared relative error, gives the curve.
 
+    Not isotonic regression (the form until 2026-12-01): on this shared-L3 host a probe's
+    extra at 12-15 MB moved from 6% to 41% with the neighbours' use of the L3, and an isotonic
+    curve gave its top level to whichever probe came last: +41% from one probe at 13.3 MB in the
+    2026-11-30 14:32 campaign, which put three 14 MB networks 13-26% over.
     A ratio, not a time per weight byte (the form before 2026-11-30): what a probe pays grows
     with its compute time as much as with its weights (probes of 1-4 MB: those of 0.7-3.1 ms paid
     1-47 ps per byte, those under 0.25 ms none), and leave-one-out on the probes of six campaigns
-    scored the ratio better than the per-byte form in all six (MAPE 2.13-4.30% against
-    2.77-4.51%; the per-byte form was worse than no curve in two of them, see the README).
+    scored the ratio better than the per-byte form in all six (see the README).
     Returns ``{"param_bytes", "ratio"}`` (the knots; None with fewer than
     :data:`MIN_CHAIN_EXTRA_PROBES` probes), ``"probes"``, and the probes' in-sample MAPE
     (fraction) without and with the curve.
@@ -1140,11 +1174,11 @@ def chain_extra_from_probes(
     params = np.array([p.total_param_bytes for p in probes])
     measured = np.array([p.measured_ms for p in probes])
     layers = np.array([p.layers_ms for p in probes])
-    iso = IsotonicRegression(increasing=True, y_min=0.0, out_of_bounds="clip")
-    iso.fit(params, (measured - layers) / layers, sample_weight=(layers / measured) ** 2)
-    out["param_bytes"] = [float(x) for x in iso.X_thresholds_]
-    out["ratio"] = [float(y) for y in iso.y_thresholds_]
-    with_extra = layers * (1.0 + iso.predict(params))
+    knots, ratios = monotone_segments(
+        params, (measured - layers) / layers, (layers / measured) ** 2, CHAIN_EXTRA_SEGMENTS
+    )
+    out["param_bytes"], out["ratio"] = knots, ratios
+    with_extra = layers * (1.0 + np.interp(params, knots, ratios))
     out["chain_mape_without"] = float(np.mean(np.abs(layers / measured - 1)))
     out["chain_mape_with"] = float(np.mean(np.abs(with_extra / measured - 1)))
     return out
