@@ -1144,7 +1144,7 @@ def estimate_chain_extra(
     A ratio, not a time per weight byte (the form before 2026-11-30): what a probe pays grows
     with its compute time as much as with its weights (probes of 1-4 MB: those of 0.7-3.1 ms paid
     1-47 ps per byte, those under 0.25 ms none), and leave-one-out on the probes of six campaigns
-    scored the ratio better than the per-byte form in all six (see the README).
+    scored the ratio better than the per-byte form in all six (docs/accuracy_history.md).
     Returns ``{"param_bytes", "ratio"}`` (the knots; None with fewer than
     :data:`MIN_CHAIN_EXTRA_PROBES` probes), ``"probes"``, and the probes' in-sample MAPE
     (fraction) without and with the curve.
