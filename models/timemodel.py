@@ -1028,8 +1028,14 @@ def estimate_weight_streaming(
     return cache_bytes, float(np.exp(np.median(rates[k:])))
 
 
-# Fewest conv_chain probes beyond the cache that a reload rate is fitted from.
-MIN_RELOAD_PROBES = 5
+# Fewest conv_chain probes beyond the cache that a reload rate is fitted from (one number, by
+# least squares). It was 5; on the second development VM (cache knee 15.6-23.7 MB) 7 of 9
+# campaigns had 2-4 probes beyond the knee and no rate, and their 21 MB networks lost the term
+# (efficientnetb0_128 -11.9% on 2026-11-30 16:33). Fitted from 3-4 probes the rate came out 15.5-
+# 21.1 ps per byte, where the campaigns with 5-6 had 15.8 and 24.6; refitting all nine against
+# their eleven network measurements, 3 moved the networks' mean MAPE 3.22 -> 3.14% and made no
+# measurement's share within 5% or 10% worse.
+MIN_RELOAD_PROBES = 3
 
 
 def chain_reload_bytes(param_bytes: Sequence[float], cache_bytes: float) -> float:

@@ -14,6 +14,7 @@ from models.opspace import chain_layers, channel_sweep_configs, sample_configs
 from models.plots import conv_channel_plot_png
 from models.timemodel import (
     CHAIN_EXTRA_SEGMENTS,
+    MIN_RELOAD_PROBES,
     DeviceTimeModel,
     build_design,
     chain_reload_bytes,
@@ -262,6 +263,28 @@ def _chain_probes(cache_bytes, rate=RELOAD_MS_PER_BYTE):
                     "features": cost_features("conv_chain", config),
                     "latency": {"median_ms": measured}})  # fmt: skip
     return out
+
+
+def test_reload_rate_needs_min_reload_probes_beyond_the_cache(samples):
+    """A rate from as few as MIN_RELOAD_PROBES probes beyond the knee (most campaigns of the
+    second development VM had 2-4 there), none from fewer."""
+    without, _ = fit_device_model([*samples, *_dense_samples()], cv=2)
+    assert without.cache_bytes is not None
+    cache_bytes = float(without.cache_bytes)
+    probes = _chain_probes(cache_bytes)
+
+    def beyond(probe: dict[str, Any]) -> bool:
+        params = [cost_features("conv2d", x)["param_bytes"] for x in chain_layers(probe["config"])]
+        return chain_reload_bytes(params, cache_bytes) > 0
+
+    inside = [p for p in probes if not beyond(p)]
+    outside = [p for p in probes if beyond(p)]
+    assert len(outside) > MIN_RELOAD_PROBES
+    few = estimate_reload_rate([*inside, *outside[:MIN_RELOAD_PROBES]], without)
+    assert few["probes_beyond_cache"] == MIN_RELOAD_PROBES
+    assert few["ms_per_param_byte"] == pytest.approx(RELOAD_MS_PER_BYTE, rel=0.35)
+    too_few = estimate_reload_rate([*inside, *outside[: MIN_RELOAD_PROBES - 1]], without)
+    assert too_few["ms_per_param_byte"] is None
 
 
 def test_weight_reload_rate_is_fitted_from_chain_probes_and_priced_in_networks(samples):

@@ -24,7 +24,7 @@ OVERHEAD_OP_TYPE = "invoke_overhead"
 MIN_OVERHEAD_SAMPLES = 10
 CHAIN_OP_TYPE = "conv_chain"
 # A campaign that draws conv_chain probes draws at least this many: the reload rate needs
-# models.timemodel.MIN_RELOAD_PROBES (5) of them beyond the cache, and about a third fall there
+# models.timemodel.MIN_RELOAD_PROBES (3) of them beyond the cache, and about a third fall there
 # (11 of 31 in the 2026-11-29 10:06 campaign, cache knee 6.8 MB; the 800-sample `make demo`
 # at 11:12 drew 9, 4 beyond its 4.2 MB knee).
 MIN_CHAIN_PROBES = 16
