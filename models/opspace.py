@@ -605,7 +605,7 @@ CAMPAIGN_WEIGHTS: dict[str, float] = {
     # them: the reload time per byte on those beyond the cache knee (11 of 31 at a 6.8 MB knee on
     # the first VM, 2-6 of 30-33 at 15.6-23.7 MB on the second), and the top segment of the
     # network extra curve on the 8-10 that fall between 5 MB and the knee. Until 2026-11-30 it
-    # was half this: two probes at 11 and 14 MB then set +32% for networks that paid +6-15%
+    # was half this: two probes at 11 and 14 MB then set +32% for networks that paid +5.5-13.7%
     # (16:33 campaign); a curve from the probes of nine campaigns pooled put those networks at
     # 74% / 89% within 5% / 10% instead of 63% / 74%. The doubled probes and their layers cost
     # about 0.7 device minutes (0.4-0.5 s per sample there).
