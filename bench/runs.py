@@ -33,7 +33,7 @@ TARGET_WITHIN_10_PCT = 95.0
 # Op types with a CV column (the three with the most samples in a default campaign) and their
 # column headings.
 CV_OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected")
-CV_HEADINGS = ("CV conv %", "CV dw %", "CV dense %")
+CV_HEADINGS = ("CV conv", "CV dw", "CV dense")
 
 
 def run_row(name: str, document: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,60 +79,54 @@ def collect(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["finished_at"] is None, str(r["finished_at"] or "")))
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
+    return MISSING if value is None else f"{value:.{digits}f}{unit}"
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}%"
+HEADINGS = (
+    "run",
+    "finished (UTC)",
+    "samples",
+    "device min",
+    "MAPE",
+    "±5%",
+    "±10%",
+    "targets",
+    *CV_HEADINGS,
+)
+
+
+def row_cells(r: Mapping[str, Any]) -> list[str]:
+    """One run's cells, in :data:`HEADINGS` order, for both the console and Markdown tables."""
+    met = r["network_targets_met"]
+    return [
+        str(r["file"]),
+        str(r["finished_at"] or MISSING)[:16].replace("T", " "),
+        MISSING if r["samples"] is None else str(r["samples"]),
+        _fmt(r["measuring_min"]),
+        _fmt(r["mape_pct"], unit="%"),
+        _fmt(r["within_5_pct"], 0, "%"),
+        _fmt(r["within_10_pct"], 0, "%"),
+        MISSING if met is None else ("met" if met else "missed"),
+        *(_fmt(r["cv_mape_pct"][t], 2, "%") for t in CV_OP_TYPES),
+    ]
 
 
 def render(rows: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="accuracy runs (networks: ours, fastest round)")
-    table.add_column("run", no_wrap=True)
-    for column in ("finished (UTC)", "samples", "device min", "MAPE %", "±5 %", "±10 %"):
-        table.add_column(column)
-    table.add_column("targets")
-    for heading in CV_HEADINGS:
-        table.add_column(heading)
+    for heading in HEADINGS:
+        table.add_column(heading, no_wrap=heading == "run")
     for r in rows:
-        met = r["network_targets_met"]
-        table.add_row(
-            r["file"],
-            str(r["finished_at"] or MISSING)[:16].replace("T", " "),
-            MISSING if r["samples"] is None else str(r["samples"]),
-            _fmt(r["measuring_min"]),
-            _fmt(r["mape_pct"]),
-            _fmt(r["within_5_pct"], 0),
-            _fmt(r["within_10_pct"], 0),
-            MISSING if met is None else ("met" if met else "missed"),
-            *(_fmt(r["cv_mape_pct"][t], 2) for t in CV_OP_TYPES),
-        )
+        table.add_row(*row_cells(r))
     return table
 
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a Markdown table (the README's list of runs)."""
-    lines = [
-        "| run | finished (UTC) | samples | device min | MAPE | ±5% | ±10% | targets | "
-        + " | ".join(CV_HEADINGS).replace(" %", "")
-        + " |",
-        "|---" * (8 + len(CV_HEADINGS)) + "|",
-    ]
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|---" * len(HEADINGS) + "|"]
     for r in rows:
-        met = r["network_targets_met"]
-        cells = [
-            f"`{r['file']}`",
-            str(r["finished_at"] or MISSING)[:16].replace("T", " "),
-            MISSING if r["samples"] is None else str(r["samples"]),
-            _fmt(r["measuring_min"]),
-            _pct(r["mape_pct"]),
-            _pct(r["within_5_pct"], 0),
-            _pct(r["within_10_pct"], 0),
-            MISSING if met is None else ("met" if met else "missed"),
-            *(_pct(r["cv_mape_pct"][t], 2) for t in CV_OP_TYPES),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        first, *rest = row_cells(r)
+        lines.append("| " + " | ".join([f"`{first}`", *rest]) + " |")
     return "\n".join(lines)
 
 
