@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,3 +17,19 @@ def write_results(path: Path, document: Any, *, indent: int = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=indent, default=str) + "\n")
     print(f"wrote {path}")
+
+
+def write_measurement(
+    path: Path, cpu: str, summary: Any, rows: Any, settings: Mapping[str, Any]
+) -> None:
+    """Write a measuring benchmark's document (:func:`write_results`): when it finished, its
+    ``settings``, the silicon it ran on (``cpu``, :func:`agent.environment.cpu_signature`), its
+    ``summary`` and its raw ``rows``."""
+    document = {
+        "finished_at": datetime.now(UTC).isoformat(),
+        **settings,
+        "cpu": cpu,
+        "summary": summary,
+        "rows": rows,
+    }
+    write_results(path, document)

@@ -21,7 +21,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from agent._measure_child import load_interpreter, time_invokes
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from agent.runner import CANARY_OP
-from bench import write_results, zoo
+from bench import write_measurement, zoo
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 
@@ -151,16 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{100 * summary['l2_quiet_share']:.0f}% of rounds; L3 canary in "
         f"{100 * summary['l3_quiet_share']:.0f}%"
     )
-    document = {
-        "finished_at": datetime.now(UTC).isoformat(),
-        "seconds": args.seconds,
-        "cpu": cpu_signature(core),
-        "quiet_ratio": args.quiet_ratio,
-        "slow_ratio": args.slow_ratio,
-        "summary": summary,
-        "rows": rows,
-    }
-    write_results(args.out, document)
+    write_measurement(
+        args.out,
+        cpu_signature(core),
+        summary,
+        rows,
+        {"seconds": args.seconds, "quiet_ratio": args.quiet_ratio, "slow_ratio": args.slow_ratio},
+    )
     return 0
 
 

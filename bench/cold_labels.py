@@ -20,7 +20,6 @@ import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from rich.console import Console
 from agent._measure_child import load_interpreter, time_invokes
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
-from bench import write_results
+from bench import write_measurement
 from bench.cache_canary import _spread, spread_table
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
@@ -116,15 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary,
         )
     )
-    document = {
-        "finished_at": datetime.now(UTC).isoformat(),
-        "seconds": args.seconds,
-        "flush_mib": args.flush_mib,
-        "cpu": cpu_signature(core),
-        "summary": summary,
-        "rows": rows,
-    }
-    write_results(args.out, document)
+    write_measurement(
+        args.out,
+        cpu_signature(core),
+        summary,
+        rows,
+        {"seconds": args.seconds, "flush_mib": args.flush_mib},
+    )
     return 0
 
 

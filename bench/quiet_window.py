@@ -23,7 +23,6 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from rich.table import Table
 from agent.builder import build_op_model
 from agent.environment import cpu_signature
 from agent.runner import MeasurementChild, measurement_core
-from bench import write_results
+from bench import write_measurement
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import Settings, get_settings
 from models.opspace import sample_configs
@@ -147,18 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s['seconds_per_label']:.2f}",
         )
     console.print(table)
-    document = {
-        "finished_at": datetime.now(UTC).isoformat(),
-        "minutes": (time.monotonic() - started) / 60.0,
-        "cpu": cpu_signature(measurement_core(settings)),
-        "settings": {
-            name: {"max_canary_ratio": s.max_canary_ratio, "canary_wait_s": s.canary_wait_s}
-            for name, s in protocols(settings).items()
+    write_measurement(
+        args.out,
+        cpu_signature(measurement_core(settings)),
+        summary,
+        rows,
+        {
+            "minutes": (time.monotonic() - started) / 60.0,
+            "settings": {
+                name: {"max_canary_ratio": s.max_canary_ratio, "canary_wait_s": s.canary_wait_s}
+                for name, s in protocols(settings).items()
+            },
         },
-        "summary": summary,
-        "rows": rows,
-    }
-    write_results(args.out, document)
+    )
     return 0
 
 

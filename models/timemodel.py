@@ -1092,13 +1092,15 @@ def chain_probe_times(
 
 
 # Fewest conv_chain probes within the cache that the network extra curve is fitted from (a third
-# of the 31 a default campaign draws: fewer leave whole stretches of the curve to one probe).
+# of the ~31 a default campaign drew before 2026-11-30's doubling: fewer leave whole stretches of
+# the curve to one probe).
 MIN_CHAIN_EXTRA_PROBES = 10
 # Linear segments of the network extra curve, their knots at the probes' weight-byte quantiles:
-# each slope rests on a third of the probes within the cache (7-9 of the 20-27 of a default
-# campaign). Refitting eight campaigns of the second development VM against their ten network
-# measurements, 2 to 5 segments all scored alike (mean share within 10%: 96.3-98.1%) and all
-# above the isotonic curve that came before (94.8%, down to 78% where one probe set a level).
+# each slope rests on a third of the probes within the cache (~19 of the 56 of the 2026-11-30
+# 17:42 campaign; 7-9 of 20-27 before the probes were doubled). Refitting eight campaigns of the
+# second development VM against their ten network measurements, 2 to 5 segments all scored alike
+# (mean share within 10%: 96.3-98.1%) and all above the isotonic curve that came before (94.8%,
+# down to 78% where one probe set a level).
 CHAIN_EXTRA_SEGMENTS = 3
 
 
@@ -1143,7 +1145,7 @@ def estimate_chain_extra(
     (:data:`CHAIN_EXTRA_SEGMENTS` segments), weighted ``(layers / measured)**2`` so that it
     minimises the probes' squared relative error, gives the curve.
 
-    Not isotonic regression (the form until 2026-12-01): on this shared-L3 host a probe's
+    Not isotonic regression (the form until 2026-11-30 16:30): on this shared-L3 host a probe's
     extra at 12-15 MB moved from 6% to 41% with the neighbours' use of the L3, and an isotonic
     curve gave its top level to whichever probe came last: +41% from one probe at 13.3 MB in the
     2026-11-30 14:32 campaign, which put three 14 MB networks 13-26% over.
