@@ -406,16 +406,27 @@ def report(
         op_table.add_column(f"mean of {n_splits} splits %", justify="right")
         op_table.add_column("samples", justify="right")
         op_table.add_column("disturbed, left out", justify="right")
+        op_table.add_column("measured again (>5% faster)", justify="right")
         disturbed = run.get("disturbed_samples") or {}
+        retimed = run.get("retimed") or {}
         for op_type, metrics in sorted(per_op.items()):
+            again = retimed.get(op_type) or {}
             op_table.add_row(
                 op_type,
                 _fmt_fraction(metrics.get("cv_mape")),
                 _fmt_fraction((splits.get(op_type) or {}).get("cv_mape")),
                 str(metrics.get("samples", "-")),
                 str(disturbed.get(op_type, 0)),
+                f"{again['configs']} ({again['faster_5pct']})" if again else "0",
             )
         console.print(op_table)
+    probes_again = (run.get("retimed") or {}).get("conv_chain")
+    if probes_again:
+        console.print(
+            f"conv_chain probes measured again: {probes_again['configs']}, "
+            f"{probes_again['faster_5pct']} of them more than 5% faster the second time; "
+            f"median change of the label {probes_again['median_change_pct']:+.1f}%"
+        )
     reload = run.get("weight_reload") or {}
     if reload:
         rate = reload.get("ms_per_param_byte")
@@ -750,6 +761,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
             "per_op_type": metrics.get("per_op_type"),
             "per_op_type_splits": splits_cv,
             "disturbed_samples": metrics.get("disturbed_samples"),
+            "retimed": metrics.get("retimed"),
             "cache_bytes": metrics.get("cache_bytes"),
             "dram_ms_per_param_byte": metrics.get("dram_ms_per_param_byte"),
             "weight_reload": metrics.get("weight_reload"),
@@ -935,6 +947,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         "per_op_type": dict(metrics).get("per_op_type"),
         "per_op_type_splits": _splits_only(dict(metrics).get("per_op_type") or {}),
         "disturbed_samples": dict(metrics).get("disturbed_samples"),
+        "retimed": dict(metrics).get("retimed"),
         # The weight-streaming regime fitted from the dense op samples (not from networks).
         "cache_bytes": dict(metrics).get("cache_bytes"),
         "dram_ms_per_param_byte": dict(metrics).get("dram_ms_per_param_byte"),

@@ -262,7 +262,8 @@ def test_small_campaigns_still_draw_enough_chain_probes() -> None:
     assert small.counts["conv_chain"] == MIN_CHAIN_PROBES
     drawn = [c for job in small.jobs for c in job if c["op_type"] == "conv_chain"]
     assert len(drawn) == MIN_CHAIN_PROBES
-    # The default campaign's first round (its adaptive round draws no probes) keeps ~60 of them.
+    # The default campaign's first round (its adaptive round only measures them again) keeps
+    # ~60 of them.
     settings = Settings()
     first_round = settings.default_campaign_samples - adaptive_budget(
         settings.default_campaign_samples,
@@ -292,3 +293,67 @@ def test_each_chain_probe_is_followed_by_its_layers_alone() -> None:
             if layer not in layers:
                 layers.append(layer)
         assert drawn[i + 1 : i + 1 + len(layers)] == [("conv2d", layer) for layer in layers]
+
+
+def test_probe_retimes_follow_each_probe_with_its_layers_within_the_budget() -> None:
+    from models.opspace import chain_layers, sample_configs
+    from worker.fitting import probe_retimes
+
+    configs = sample_configs("conv_chain", 6, seed=2)
+    probes = [{"op_type": "conv_chain", "config": c} for c in configs]
+    probes.append({"op_type": "conv_chain", "config": dict(configs[5])})  # measured twice
+    drawn = probe_retimes(probes, 1000)
+    again = [c for op_type, c in drawn if op_type == "conv_chain"]
+    assert again == [configs[4], configs[3], configs[2], configs[1], configs[0]]  # newest first
+    for i, (op_type, config) in enumerate(drawn):
+        if op_type == "conv_chain":
+            layers = []
+            for layer in chain_layers(config):
+                if layer not in layers:
+                    layers.append(layer)
+            assert [c for _, c in drawn[i + 1 : i + 1 + len(layers)]] == layers
+    first_two = len(probe_retimes(probes[:2], 1000))
+    assert len(probe_retimes(probes, first_two)) <= first_two
+    assert probe_retimes(probes, 0) == []
+
+
+def test_the_adaptive_round_measures_the_probes_and_the_slowest_samples_again(
+    client: TestClient,
+    client_token: str,
+    agent_token: str,
+    device: dict[str, Any],
+) -> None:
+    pytest.importorskip("models.timemodel")
+    from models.opspace import config_key
+    from worker.tasks import run_adapt
+
+    campaign = post_campaign(
+        client,
+        client_token,
+        device["id"],
+        op_types=["fully_connected", "conv2d", "conv_chain"],
+        samples=200,
+        adaptive_samples=100,
+        seed=11,
+    )
+    run_jobs_synthetically(client, agent_token, campaign["job_ids"])
+    agent = auth(agent_token)
+
+    def configs_of(job_ids: list[int]) -> list[tuple[str, Any]]:
+        return [
+            (c["op_type"], config_key(c["config"]))
+            for job_id in job_ids
+            for c in client.get(f"/agent/jobs/{job_id}", headers=agent).json()["configs"]
+        ]
+
+    first = configs_of(campaign["job_ids"])
+    report = run_adapt(campaign["id"])
+    assert report.samples_added == 100
+    adaptive = configs_of(report.job_ids)
+    first_probes = {key for op_type, key in first if op_type == "conv_chain"}
+    again_probes = [key for op_type, key in adaptive if op_type == "conv_chain"]
+    assert again_probes and set(again_probes) <= first_probes
+    assert len(again_probes) == len(set(again_probes))
+    # Synthetic labels carry 2% noise: some op samples ran more than 5% over a quick fit.
+    again_ops = {(t, k) for t, k in adaptive if t != "conv_chain"} & set(first)
+    assert again_ops

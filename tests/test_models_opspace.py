@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from models.features import cost_features
 from models.opspace import (
     OP_TYPES,
+    RETIME_MIN_EXCESS,
     ConfigError,
     adaptive_configs,
     chain_layers,
     channel_sweep_configs,
     default_campaign,
+    relative_residuals,
+    retime_configs,
     sample_configs,
     validate_config,
 )
@@ -168,3 +172,28 @@ def test_dense_samples_cover_weights_beyond_the_cache():
     param_mb = [cost_features("fully_connected", c)["param_bytes"] / 2**20 for c in configs]
     assert max(param_mb) > 24 and max(param_mb) <= 40  # MLP layers of 6-10 M weights
     assert sum(mb > 8 for mb in param_mb) >= 20  # enough to split on cache fit
+
+
+def test_relative_residuals_are_positive_where_a_sample_ran_slow():
+    configs = sample_configs("add", 60, seed=2)
+    latency_ms = [0.01 + 1e-7 * c["h"] * c["w"] for c in configs]
+    latency_ms[7] *= 1.5  # timed in a busy stretch
+    samples: list[dict[str, Any]] = [
+        {"op_type": "add", "config": c, "latency": {"median_ms": ms}}
+        for c, ms in zip(configs, latency_ms, strict=True)
+    ]
+    residuals = relative_residuals("add", samples, seed=0)
+    assert int(np.argmax(residuals)) == 7 and residuals[7] > 0.2
+    assert relative_residuals("add", samples[:9], seed=0).tolist() == [0.0] * 9
+
+
+def test_retime_configs_takes_the_slowest_above_the_threshold_once_each():
+    configs = sample_configs("conv2d", 6, seed=1)
+    samples = [{"op_type": "conv2d", "config": c} for c in configs]
+    samples.append({"op_type": "conv2d", "config": configs[4]})  # configs[4] measured twice
+    residuals = [0.30, RETIME_MIN_EXCESS / 2, 0.10, -0.4, 0.50, 0.20, 0.45]
+    # Worst first; configs[4] (0.50, 0.45) already has two measurements; configs[1] is within
+    # the threshold, configs[3] ran fast.
+    assert retime_configs(samples, residuals, 10) == [configs[0], configs[5], configs[2]]
+    assert retime_configs(samples, residuals, 2) == [configs[0], configs[5]]
+    assert retime_configs(samples, residuals, 0) == []

@@ -22,6 +22,7 @@ from models.timemodel import (
     estimate_chain_extra,
     estimate_reload_rate,
     estimate_weight_streaming,
+    fastest_per_config,
     feature_names,
     fit_device_model,
     fit_tree,
@@ -803,3 +804,40 @@ def test_a_version_fitted_before_new_columns_still_predicts(samples, monkeypatch
     stored = DeviceTimeModel.from_dict(json.loads(json.dumps(old.to_dict())))
     assert stored.predict_op("conv2d", config) == pytest.approx(before)
     assert stored.predict_op("conv2d", config)[1] is False
+
+
+def test_fastest_per_config_keeps_the_fastest_label_of_a_configuration():
+    a, b = sample_configs("conv2d", 2, seed=4)
+    samples = [
+        {"op_type": "conv2d", "config": a, "latency": {"median_ms": 2.0}},
+        {"op_type": "invoke_overhead", "config": {}, "latency": {"median_ms": 0.02}},
+        {"op_type": "conv2d", "config": b, "latency": {"median_ms": 1.0}},
+        {"op_type": "invoke_overhead", "config": {}, "latency": {"median_ms": 0.03}},
+        {"op_type": "conv2d", "config": dict(a), "latency": {"median_ms": 1.5}},  # again
+        {"op_type": "conv2d", "config": dict(b), "latency": {"median_ms": 1.02}},  # again
+    ]
+    kept, retimed = fastest_per_config(samples)
+    # Order of first measurement; the overhead samples are a distribution and all stay.
+    assert [(s["op_type"], s["latency"]["median_ms"]) for s in kept] == [
+        ("conv2d", 1.5),
+        ("invoke_overhead", 0.02),
+        ("conv2d", 1.0),
+        ("invoke_overhead", 0.03),
+    ]
+    assert retimed == {"conv2d": {"configs": 2, "faster_5pct": 1, "median_change_pct": -12.5}}
+    assert fastest_per_config(kept)[1] == {}
+
+
+def test_a_configuration_timed_again_counts_once_with_its_fastest_label(samples, fitted):
+    slow_twin = [
+        {**s, "latency": {"median_ms": 1.4 * s["latency"]["median_ms"]}}
+        for s in samples
+        if s["op_type"] == "conv2d"
+    ][:20]
+    _, metrics = fit_device_model([*slow_twin, *samples], cv=3)
+    assert metrics["samples"] == fitted[1]["samples"]
+    assert metrics["retimed"]["conv2d"]["configs"] == 20
+    assert metrics["retimed"]["conv2d"]["faster_5pct"] == 20
+    assert metrics["per_op_type"]["conv2d"]["cv_mape"] == pytest.approx(
+        fitted[1]["per_op_type"]["conv2d"]["cv_mape"]
+    )

@@ -14,9 +14,16 @@ from sqlalchemy.orm import Session
 
 from fdiot.settings import get_settings
 from models.features import TFLiteParseError, parse_tflite
-from models.opspace import PROBE_OP_TYPES, adaptive_configs
-from models.timemodel import DeviceTimeModel, fit_device_model
-from server.jobs.planning import split_adaptive_budget
+from models.opspace import (
+    PROBE_OP_TYPES,
+    RETIME_SHARE,
+    adaptive_configs,
+    config_key,
+    relative_residuals,
+    retime_configs,
+)
+from models.timemodel import DeviceTimeModel, fit_device_model, quiet_samples
+from server.jobs.planning import CHAIN_OP_TYPE, split_adaptive_budget, with_probe_layers
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
 from server.tables import Campaign, Job, ModelVersion
@@ -117,36 +124,106 @@ def op_type_errors(session: Session, device_id: int) -> dict[str, float]:
     return errors
 
 
-def plan_adaptive_round(session: Session, campaign: Campaign) -> list[tuple[str, dict[str, Any]]]:
-    """The configurations of ``campaign``'s adaptive round: ``campaign.adaptive_samples`` of them,
-    split across its op types, drawn by :func:`models.opspace.adaptive_configs` from all the
-    device's samples, shuffled with the campaign's seed so that every job mixes op types.
+# At most this share of an adaptive round goes to measuring the probes again (each with its
+# layers): the default round of 740 needs ~190 for its ~64 probes, the 800-sample demo's round of
+# 160 would need ~80 for its 26; the rest proposes and re-times op samples.
+PROBE_RETIME_MAX_SHARE = 0.5
 
-    The split weighs each op type by samples x cross-validated MAPE of the latest model version:
-    the sum of its samples' relative errors, i.e. how much error there is to remove. Error alone
-    would pour the budget into a rare op type with a handful of noisy samples; sample count alone
-    would just repeat the first round. Op types the model has no error for yet get the mean error
-    of the others (1 when there is none: then the split is by sample count). The probes
-    (``invoke_overhead``, ``conv_chain``) have no per-op error to chase and get none.
+
+def probe_retimes(
+    probes: Sequence[Mapping[str, Any]], budget: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ``conv_chain`` probes to measure again, each followed by its layers alone
+    (:func:`server.jobs.planning.with_probe_layers`), as many as ``budget`` samples hold: the
+    newest first, each configuration once, none already measured more than once.
+
+    A probe's label sets the network extra curve and the reload rate where it lies
+    (models.timemodel.chain_extra_from_probes): one probe timed in a busy stretch read +32-35%
+    where the networks beside it paid +5.5-13.7% (2026-11-30 16:33 campaign). Networks are
+    measured as the fastest of 3 rounds; measured again minutes later, a probe and its layers
+    get the fastest of two (models.timemodel.fastest_per_config).
     """
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for op_type in campaign.op_types:
-        if op_type in PROBE_OP_TYPES:
+    counts: dict[tuple[tuple[str, Any], ...], int] = {}
+    for p in probes:
+        key = config_key(p["config"])
+        counts[key] = counts.get(key, 0) + 1
+    out: list[tuple[str, dict[str, Any]]] = []
+    chosen: set[tuple[tuple[str, Any], ...]] = set()
+    for p in reversed(probes):
+        key = config_key(p["config"])
+        if counts[key] > 1 or key in chosen:
             continue
-        samples = [sample_as_dict(s) for s in device_samples(session, campaign.device_id, op_type)]
-        if samples:
-            by_type[op_type] = samples
+        with_layers = with_probe_layers([(CHAIN_OP_TYPE, dict(p["config"]))])
+        if len(out) + len(with_layers) > budget:
+            break
+        chosen.add(key)
+        out.extend(with_layers)
+    return out
+
+
+def plan_adaptive_round(session: Session, campaign: Campaign) -> list[tuple[str, dict[str, Any]]]:
+    """The configurations of ``campaign``'s adaptive round: ``campaign.adaptive_samples`` of them.
+
+    1. The device's ``conv_chain`` probes measured again with their layers (:func:`probe_retimes`,
+       up to :data:`PROBE_RETIME_MAX_SHARE` of the round) when the campaign profiles them.
+    2. The rest split across the campaign's other op types, each op type weighed by samples x
+       cross-validated MAPE of the latest model version: the sum of its samples' relative
+       errors, i.e. how much error there is to remove. Error alone would pour the budget into a
+       rare op type with a handful of noisy samples; sample count alone would just repeat the
+       first round. Op types the model has no error for yet get the mean error of the others (1
+       when there is none: then the split is by sample count).
+    3. Of each op type's share, :data:`models.opspace.RETIME_SHARE` measures again the samples
+       that ran slowest against their cross-validated prediction
+       (:func:`models.opspace.retime_configs`); the rest are new configurations drawn by
+       :func:`models.opspace.adaptive_configs` around the worst samples.
+
+    Only quiet samples (models.timemodel.quiet_samples) are ranked. Shuffled with the campaign's
+    seed so that every job mixes op types; each probe stays followed by its layers.
+    """
+    all_samples = [sample_as_dict(s) for s in device_samples(session, campaign.device_id)]
+    quiet, _ = quiet_samples(all_samples)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for sample in quiet:
+        by_type.setdefault(str(sample["op_type"]), []).append(dict(sample))
+    probes: list[tuple[str, dict[str, Any]]] = []
+    if CHAIN_OP_TYPE in campaign.op_types:
+        probes = probe_retimes(
+            by_type.get(CHAIN_OP_TYPE, []),
+            int(campaign.adaptive_samples * PROBE_RETIME_MAX_SHARE),
+        )
+    by_type = {
+        t: samples
+        for t, samples in by_type.items()
+        if t in campaign.op_types and t not in PROBE_OP_TYPES
+    }
     errors = op_type_errors(session, campaign.device_id)
     known = [errors[t] for t in by_type if t in errors]
     fallback_error = float(np.mean(known)) if known else 1.0
     weights = {t: len(samples) * errors.get(t, fallback_error) for t, samples in by_type.items()}
     if not any(w > 0 for w in weights.values()):  # every error is 0: split by sample count
         weights = {t: float(len(samples)) for t, samples in by_type.items()}
-    budget = split_adaptive_budget(weights, campaign.adaptive_samples)
+    budget = split_adaptive_budget(weights, max(0, campaign.adaptive_samples - len(probes)))
     drawn: list[tuple[str, dict[str, Any]]] = []
+    retimed: dict[str, int] = {}
     for op_type, n in budget.items():
-        configs = adaptive_configs(op_type, by_type[op_type], n, campaign.seed)
-        drawn.extend((op_type, config) for config in configs)
+        own = by_type[op_type]
+        residuals = relative_residuals(op_type, own, campaign.seed)
+        again = retime_configs(own, residuals, round(n * RETIME_SHARE))
+        configs = adaptive_configs(
+            op_type, own, n - len(again), campaign.seed, relative_errors=np.abs(residuals)
+        )
+        retimed[op_type] = len(again)
+        drawn.extend((op_type, config) for config in [*again, *configs])
+    # Probes enter the shuffle alone and get their layers back right after it.
+    probe_configs = [(t, c) for t, c in probes if t == CHAIN_OP_TYPE]
+    drawn.extend(probe_configs)
     random.Random(campaign.seed).shuffle(drawn)
-    log.info("campaign %s: adaptive round %s", campaign.id, budget)
+    drawn = with_probe_layers(drawn)
+    log.info(
+        "campaign %s: adaptive round %s, measured again %s and %d probes",
+        campaign.id,
+        budget,
+        retimed,
+        len(probe_configs),
+    )
     return drawn
