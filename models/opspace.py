@@ -812,10 +812,7 @@ def retime_configs(
     :data:`RETIME_MIN_EXCESS`), worst first, each once; configurations already measured more
     than once are not measured again. The fitter keeps the fastest label of a configuration
     (``models.timemodel.fastest_per_config``)."""
-    counts: dict[tuple[tuple[str, Any], ...], int] = {}
-    for s in samples:
-        key = config_key(s["config"])
-        counts[key] = counts.get(key, 0) + 1
+    twice = measured_more_than_once(samples)
     out: list[dict[str, Any]] = []
     chosen: set[tuple[tuple[str, Any], ...]] = set()
     excess = np.asarray(residuals, dtype=float)
@@ -824,8 +821,20 @@ def retime_configs(
             break
         config = dict(samples[int(i)]["config"])
         key = config_key(config)
-        if counts[key] > 1 or key in chosen:
+        if key in twice or key in chosen:
             continue
         chosen.add(key)
         out.append(config)
     return out
+
+
+def measured_more_than_once(
+    samples: Sequence[Mapping[str, Any]],
+) -> set[tuple[tuple[str, Any], ...]]:
+    """The configuration keys (:func:`config_key`) that two or more of ``samples`` share."""
+    seen: set[tuple[tuple[str, Any], ...]] = set()
+    twice: set[tuple[tuple[str, Any], ...]] = set()
+    for s in samples:
+        key = config_key(s["config"])
+        (twice if key in seen else seen).add(key)
+    return twice

@@ -41,6 +41,16 @@ def _adapt_messages(broker: redis.Redis, campaign_id: int) -> int:
     return count
 
 
+def _job_configs(client: TestClient, agent_token: str, job_ids: list[int]) -> list[dict[str, Any]]:
+    """The configurations (``{index, op_type, config}``) of the jobs, as the agent reads them."""
+    agent = auth(agent_token)
+    return [
+        c
+        for job_id in job_ids
+        for c in client.get(f"/agent/jobs/{job_id}", headers=agent).json()["configs"]
+    ]
+
+
 # -- planning (pure) -----------------------------------------------------------------------------
 
 
@@ -141,12 +151,7 @@ def test_adaptive_round_runs_once_then_the_campaign_finishes(
     assert state["samples_requested"] == sum(state["plan"].values())
     assert state["job_ids"] == first_round + report.job_ids
     assert set(report.job_ids) <= pending_job_ids(broker, f"device.{device['id']}")
-    agent = auth(agent_token)
-    adaptive_configs = [
-        c
-        for job_id in report.job_ids
-        for c in client.get(f"/agent/jobs/{job_id}", headers=agent).json()["configs"]
-    ]
+    adaptive_configs = _job_configs(client, agent_token, report.job_ids)
     assert {c["op_type"] for c in adaptive_configs} <= {"fully_connected", "add"}
 
     # Idempotent: a duplicate message adds nothing.
@@ -337,13 +342,11 @@ def test_the_adaptive_round_measures_the_probes_and_the_slowest_samples_again(
         seed=11,
     )
     run_jobs_synthetically(client, agent_token, campaign["job_ids"])
-    agent = auth(agent_token)
 
     def configs_of(job_ids: list[int]) -> list[tuple[str, Any]]:
         return [
             (c["op_type"], config_key(c["config"]))
-            for job_id in job_ids
-            for c in client.get(f"/agent/jobs/{job_id}", headers=agent).json()["configs"]
+            for c in _job_configs(client, agent_token, job_ids)
         ]
 
     first = configs_of(campaign["job_ids"])

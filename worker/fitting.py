@@ -19,6 +19,7 @@ from models.opspace import (
     RETIME_SHARE,
     adaptive_configs,
     config_key,
+    measured_more_than_once,
     relative_residuals,
     retime_configs,
 )
@@ -143,15 +144,12 @@ def probe_retimes(
     measured as the fastest of 3 rounds; measured again minutes later, a probe and its layers
     get the fastest of two (models.timemodel.fastest_per_config).
     """
-    counts: dict[tuple[tuple[str, Any], ...], int] = {}
-    for p in probes:
-        key = config_key(p["config"])
-        counts[key] = counts.get(key, 0) + 1
+    twice = measured_more_than_once(probes)
     out: list[tuple[str, dict[str, Any]]] = []
     chosen: set[tuple[tuple[str, Any], ...]] = set()
     for p in reversed(probes):
         key = config_key(p["config"])
-        if counts[key] > 1 or key in chosen:
+        if key in twice or key in chosen:
             continue
         with_layers = with_probe_layers([(CHAIN_OP_TYPE, dict(p["config"]))])
         if len(out) + len(with_layers) > budget:
