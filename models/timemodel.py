@@ -1499,30 +1499,22 @@ def fastest_per_config(
     first measurement, "median_change_pct": the median change of the label, fastest against
     first, in percent}``.
     """
-    groups: dict[tuple[str, tuple[tuple[str, Any], ...]], list[Mapping[str, Any]]] = {}
-    kept: list[Mapping[str, Any] | tuple[str, tuple[tuple[str, Any], ...]]] = []
-    for s in samples:
+    # Keyed by (op type, configuration); a repeated op type's sample by its own position.
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for i, s in enumerate(samples):
         op_type = str(s["op_type"])
-        if op_type in REPEATED_OP_TYPES:
-            kept.append(s)
-            continue
-        key = (op_type, config_key(s.get("config", {})))
-        if key not in groups:
-            groups[key] = []
-            kept.append(key)
-        groups[key].append(s)
+        key = (
+            (op_type, i)
+            if op_type in REPEATED_OP_TYPES
+            else (op_type, config_key(s.get("config", {})))
+        )
+        groups.setdefault(key, []).append(s)
+    out = [min(group, key=sample_latency_ms) for group in groups.values()]
     changes: dict[str, list[float]] = {}
-    out: list[Mapping[str, Any]] = []
-    for item in kept:
-        if not isinstance(item, tuple):
-            out.append(item)
-            continue
-        group = groups[item]
-        fastest = min(group, key=sample_latency_ms)
-        out.append(fastest)
+    for (op_type, _), group in groups.items():
         if len(group) > 1:
-            first_ms = sample_latency_ms(group[0])
-            changes.setdefault(item[0], []).append(sample_latency_ms(fastest) / first_ms - 1.0)
+            fastest_ms = min(sample_latency_ms(s) for s in group)
+            changes.setdefault(op_type, []).append(fastest_ms / sample_latency_ms(group[0]) - 1.0)
     retimed = {
         op_type: {
             "configs": len(c),
