@@ -282,6 +282,35 @@ def test_small_campaigns_still_draw_enough_chain_probes() -> None:
     assert "conv_chain" not in plan_campaign(["conv2d"], 100, seed=1, job_size=50).counts
 
 
+def test_the_demo_draws_enough_probes_for_the_extra_curve_below_a_small_knee() -> None:
+    """The network extra curve needs MIN_CHAIN_EXTRA_PROBES quiet probes within the cache knee;
+    the 800-sample demo of 2026-11-30 20:07 drew 17 and had 9 within its 15.5 MB knee."""
+    from fdiot.demo import DEMO_CAMPAIGN_SAMPLES
+    from fdiot.settings import Settings
+    from models.features import cost_features
+    from models.opspace import OP_TYPES
+    from models.timemodel import MIN_CHAIN_EXTRA_PROBES
+    from server.jobs.planning import adaptive_budget, plan_campaign
+
+    settings = Settings()
+    first_round = DEMO_CAMPAIGN_SAMPLES - adaptive_budget(
+        DEMO_CAMPAIGN_SAMPLES,
+        None,
+        settings.adaptive_fraction,
+        settings.adaptive_min_campaign_samples,
+    )
+    for seed in range(10):
+        plan = plan_campaign(list(OP_TYPES), first_round, seed=seed, job_size=50)
+        weights_mb = [
+            cost_features("conv_chain", c["config"])["param_bytes"] / 1e6
+            for job in plan.jobs
+            for c in job
+            if c["op_type"] == "conv_chain"
+        ]
+        # The first VM's knee (6.8 MB), with a fifth of the probes lost as disturbed.
+        assert 0.8 * sum(w <= 6.8 for w in weights_mb) >= MIN_CHAIN_EXTRA_PROBES
+
+
 def test_each_chain_probe_is_followed_by_its_layers_alone() -> None:
     from models.opspace import OP_TYPES, chain_layers
     from server.jobs.planning import plan_campaign

@@ -23,11 +23,16 @@ OVERHEAD_OP_TYPE = "invoke_overhead"
 # it once per network, so each device model needs it even when the user asked for conv2d only.
 MIN_OVERHEAD_SAMPLES = 10
 CHAIN_OP_TYPE = "conv_chain"
-# A campaign that draws conv_chain probes draws at least this many: the reload rate needs
-# models.timemodel.MIN_RELOAD_PROBES (3) of them beyond the cache, and about a third fall there
-# (11 of 31 in the 2026-11-29 10:06 campaign, cache knee 6.8 MB; the 800-sample `make demo`
-# at 11:12 drew 9, 4 beyond its 4.2 MB knee).
-MIN_CHAIN_PROBES = 16
+# A campaign that draws conv_chain probes draws at least this many. Two numbers rest on them:
+# the reload rate needs models.timemodel.MIN_RELOAD_PROBES (3) beyond the cache knee (11 of 31 in
+# the 2026-11-29 10:06 campaign, knee 6.8 MB), and the network extra curve needs
+# models.timemodel.MIN_CHAIN_EXTRA_PROBES (10) quiet ones within it. With 16 the 800-sample
+# `make demo` of 2026-11-30 20:07 drew 17 and had 9 quiet ones within its 15.5 MB knee: no curve.
+# Probes are drawn log-uniform over 0.5-32 MB (models.opspace), so a knee at 6.8 MB holds 63% of
+# them; with a fifth lost as disturbed, 32 probes give at least 10 within it with probability
+# 0.99 (binomial; 0.23 with 16, 0.85 with 24). The 16 more and their layers cost the demo ~40
+# samples. The default campaign draws ~64 and is not affected.
+MIN_CHAIN_PROBES = 32
 # A campaign that profiles conv2d with at least this budget also sweeps output channels densely
 # (8..128, step 1) on the DESIGN.md evidence layer: the sweep shows where time steps with width,
 # which the conv rules and the plot must show. Smaller budgets sweep every 4th width.
