@@ -8,6 +8,13 @@ farm's protocol) and compares, against that re-measurement, the error of the lab
 the label divided by its canary ratio. Prints a table and writes ``bench/results/canary.json``. Run
 it with the farm stopped, so nothing else measures on the core: it starts the embedded PostgreSQL of
 ``FDIOT_HOME`` if needed (``fdiot down`` stops it).
+
+A host can also change speed for tens of minutes (the third development VM, 2026-11-30: its
+canary 0.109-0.123 ms at 21:35, 0.132-0.160 ms from 22:08 on, with nothing else running). Then
+the re-measurement is not a quiet reference but one at another speed, and the question is
+whether a label follows the canary across the shift: the column "scaled" is the label times the
+canary's time now over its time then (each sample stores its canary in ms), against the
+re-measurement; the summary gives the host's shift (median canary now / then) and the labels'.
 """
 
 from __future__ import annotations
@@ -37,6 +44,40 @@ console = Console()
 
 def _pct(a: float, b: float) -> float:
     return 100.0 * abs(a - b) / b
+
+
+def _median_pct(ratios: list[float]) -> float | None:
+    """The median of ``ratios`` as a change in percent (1.32 -> 32.0); None when empty."""
+    return 100.0 * (statistics.median(ratios) - 1.0) if ratios else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def group_summary(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Errors of one group's stored labels against their re-measurement: as timed, divided by
+    their canary ratio, and scaled by the canary's time now over then (the host's shift)."""
+    as_timed = [_pct(r["as_timed_ms"], r["remeasured_ms"]) for r in members]
+    corrected = [_pct(r["corrected_ms"], r["remeasured_ms"]) for r in members]
+    with_shift = [r for r in members if r["scaled_ms"] is not None]
+    scaled = [_pct(r["scaled_ms"], r["remeasured_ms"]) for r in with_shift]
+    return {
+        "samples": len(members),
+        "median_canary_ratio": statistics.median(r["canary_ratio"] for r in members),
+        "median_error_as_timed_pct": statistics.median(as_timed),
+        "median_error_corrected_pct": statistics.median(corrected),
+        "mean_error_as_timed_pct": statistics.fmean(as_timed),
+        "mean_error_corrected_pct": statistics.fmean(corrected),
+        "median_host_shift_pct": _median_pct(
+            [r["canary_now_ms"] / r["canary_then_ms"] for r in with_shift]
+        ),
+        "median_label_shift_pct": _median_pct(
+            [r["remeasured_ms"] / r["as_timed_ms"] for r in with_shift]
+        ),
+        "median_error_scaled_pct": statistics.median(scaled) if scaled else None,
+        "mean_error_scaled_pct": statistics.fmean(scaled) if scaled else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"[red]{s['op_type']} {s['config']}: {error}")
                     continue
                 reference_ms = now.median_ms
+                then_canary_ms = s["environment"].get("canary_ms")
+                shift = (
+                    now.canary_ms / then_canary_ms
+                    if now.canary_ms is not None and then_canary_ms
+                    else None
+                )
                 rows.append(
                     {
                         "group": group,
@@ -87,32 +134,38 @@ def main(argv: list[str] | None = None) -> int:
                         "corrected_ms": s["median_ms"] / s["environment"]["canary_ratio"],
                         "remeasured_ms": reference_ms,
                         "remeasured_canary_ratio": now.canary_ratio,
+                        "canary_then_ms": then_canary_ms,
+                        "canary_now_ms": now.canary_ms,
+                        "scaled_ms": None if shift is None else s["median_ms"] * shift,
                     }
                 )
     summary: dict[str, Any] = {}
     table = Table(title="Stored labels vs a quiet re-measurement (median abs. error %)")
-    for column in ("group", "samples", "canary ratio", "as timed", "corrected"):
+    for column in (
+        "group",
+        "samples",
+        "canary ratio",
+        "as timed",
+        "corrected",
+        "host shift",
+        "label shift",
+        "scaled",
+    ):
         table.add_column(column, justify="right")
     for group in groups:
         members = [r for r in rows if r["group"] == group]
         if not members:
             continue
-        as_timed = [_pct(r["as_timed_ms"], r["remeasured_ms"]) for r in members]
-        corrected = [_pct(r["corrected_ms"], r["remeasured_ms"]) for r in members]
-        summary[group] = {
-            "samples": len(members),
-            "median_canary_ratio": statistics.median(r["canary_ratio"] for r in members),
-            "median_error_as_timed_pct": statistics.median(as_timed),
-            "median_error_corrected_pct": statistics.median(corrected),
-            "mean_error_as_timed_pct": statistics.fmean(as_timed),
-            "mean_error_corrected_pct": statistics.fmean(corrected),
-        }
+        summary[group] = group_summary(members)
         table.add_row(
             group,
             str(len(members)),
             f"{summary[group]['median_canary_ratio']:.2f}",
             f"{summary[group]['median_error_as_timed_pct']:.1f}",
             f"{summary[group]['median_error_corrected_pct']:.1f}",
+            _fmt(summary[group]["median_host_shift_pct"], "+.1f"),
+            _fmt(summary[group]["median_label_shift_pct"], "+.1f"),
+            _fmt(summary[group]["median_error_scaled_pct"], ".1f"),
         )
     console.print(table)
     document = {
