@@ -55,6 +55,16 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def scaled_ms(
+    as_timed_ms: float, canary_then_ms: float | None, canary_now_ms: float | None
+) -> float | None:
+    """A label timed when the canary took ``canary_then_ms``, scaled to the host's speed when it
+    takes ``canary_now_ms``; None without both canaries."""
+    if not canary_then_ms or canary_now_ms is None:
+        return None
+    return as_timed_ms * canary_now_ms / canary_then_ms
+
+
 def group_summary(members: list[dict[str, Any]]) -> dict[str, Any]:
     """Errors of one group's stored labels against their re-measurement: as timed, divided by
     their canary ratio, and scaled by the canary's time now over then (the host's shift)."""
@@ -119,11 +129,6 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 reference_ms = now.median_ms
                 then_canary_ms = s["environment"].get("canary_ms")
-                shift = (
-                    now.canary_ms / then_canary_ms
-                    if now.canary_ms is not None and then_canary_ms
-                    else None
-                )
                 rows.append(
                     {
                         "group": group,
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                         "remeasured_canary_ratio": now.canary_ratio,
                         "canary_then_ms": then_canary_ms,
                         "canary_now_ms": now.canary_ms,
-                        "scaled_ms": None if shift is None else s["median_ms"] * shift,
+                        "scaled_ms": scaled_ms(s["median_ms"], then_canary_ms, now.canary_ms),
                     }
                 )
     summary: dict[str, Any] = {}

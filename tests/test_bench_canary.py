@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.canary import group_summary
+from bench.canary import group_summary, scaled_ms
 
 
 def _row(
@@ -20,9 +20,7 @@ def _row(
         "remeasured_ms": remeasured_ms,
         "canary_then_ms": canary_then_ms,
         "canary_now_ms": canary_now_ms,
-        "scaled_ms": None
-        if canary_now_ms is None
-        else as_timed_ms * canary_now_ms / canary_then_ms,
+        "scaled_ms": scaled_ms(as_timed_ms, canary_then_ms, canary_now_ms),
     }
 
 
