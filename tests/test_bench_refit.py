@@ -1,0 +1,48 @@
+"""bench/refit.py: a stored campaign refitted offline, its network terms scored on the networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import refit
+from models.features import parse_tflite
+from models.timemodel import fit_device_model
+from tests.helpers import tiny_tflite
+from tests.test_models_timemodel import _chain_extra_probes, _dense_samples, _samples
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    """Synthetic samples with chain probes within the cache, one of them 40% slow."""
+    base = [*_samples({"conv2d": 150, "add": 40, "invoke_overhead": 5}), *_dense_samples()]
+    model, _ = fit_device_model(base, cv=2)
+    assert model.cache_bytes is not None
+    probes, singles = _chain_extra_probes(model, outlier_bytes=model.cache_bytes / 2)
+    return [*base, *probes, *singles]
+
+
+def test_variants_differ_only_in_the_network_extra_curve(campaign):
+    models, curves = refit.variant_models(campaign, cv=2, seed=0)
+    assert set(models) == set(refit.VARIANTS)
+    assert curves["fitted"]["probes_set_aside"] >= 1  # the slow probe
+    assert curves["extra_one_pass"]["probes_set_aside"] == 0
+    assert models["no_extra"].chain_extra is None
+    fitted, one_pass = models["fitted"].chain_extra, models["extra_one_pass"].chain_extra
+    assert fitted is not None and one_pass is not None and fitted != one_pass
+    assert models["fitted"].trees is models["no_extra"].trees  # same trees, other curve
+
+
+def test_score_gives_each_variant_its_errors_against_both_rounds(campaign):
+    models, _ = refit.variant_models(campaign, cv=2, seed=0)
+    ops = parse_tflite(tiny_tflite())
+    predicted = models["fitted"].predict_network(ops).total_ms
+    networks = [{"name": "tiny", "family": "test", "measured_ms": predicted / 1.2,
+                 "rounds_ms": [predicted / 1.2, predicted, predicted * 1.1]}]  # fmt: skip
+    summary, rows = refit.score(models, networks, ops_of=lambda name: ops)
+    assert rows[0]["error_pct"]["fitted"] == pytest.approx(20.0)
+    assert rows[0]["median_round_error_pct"]["fitted"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["fitted"]["fastest_round"]["within_10_pct"] == 0.0
+    assert summary["fitted"]["median_round"]["within_5_pct"] == 100.0
+    assert np.isfinite(rows[0]["predicted_ms"]["no_extra"])
+    assert rows[0]["predicted_ms"]["no_extra"] <= rows[0]["predicted_ms"]["fitted"] + 1e-12
