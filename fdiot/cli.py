@@ -164,8 +164,12 @@ def up() -> None:
     signal.signal(signal.SIGINT, _stop)
     processes = FarmProcesses(settings=settings, env=dict(os.environ))
     try:
-        for role in UP_ROLES:
-            processes.start(role)
+        try:
+            for role in UP_ROLES:
+                processes.start(role)
+        except RuntimeError as failed:  # a taken port, a server that never became healthy
+            err_console.print(f"[red]{escape(str(failed))}[/red]")
+            raise typer.Exit(1) from failed
         token_file = settings.home / "admin_token"
         console.print(f"[green]farm ready[/green]: API at {settings.url}")
         console.print(f"  database  {addresses.database_url}")

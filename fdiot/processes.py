@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +114,21 @@ def role_command(role: str, settings: Settings) -> list[str]:
     raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise unless ``host:port`` can be bound: a server already there (another farm) would
+    answer this farm's health check, and its clients would then get 401s from it."""
+    with socket.socket() as sock:
+        # As uvicorn binds: connections of a server just stopped (TIME_WAIT) do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as busy:
+            raise RuntimeError(
+                f"{host}:{port} is in use (another farm's server?): stop it with `fdiot down` "
+                "in its FDIOT_HOME, or set FDIOT_PORT and FDIOT_URL for this one"
+            ) from busy
+
+
 @dataclass
 class FarmProcesses:
     """Starts, stops and kills the farm's roles; logs go to ``FDIOT_HOME/logs/<role>.log``."""
@@ -129,6 +145,8 @@ class FarmProcesses:
     def start(self, role: str) -> subprocess.Popen[bytes]:
         if role in self.procs and self.procs[role].poll() is None:
             return self.procs[role]
+        if role == "server":
+            check_port_free(self.settings.host, self.settings.port)
         log_file = self.log_path(role).open("ab")
         proc = subprocess.Popen(
             role_command(role, self.settings),

@@ -147,3 +147,21 @@ def test_a_campaign_cut_by_its_budget_says_what_was_left() -> None:
     )
     assert "47 job(s) skipped" in note and "1-minute" in note
     assert "after 179 of 2555 samples" in note and "--minutes" in note
+
+
+def test_a_second_farm_on_a_taken_port_stops_before_starting_its_server(tmp_path: Path) -> None:
+    """The demo once reached another farm's server on port 8000 (its health check answered) and
+    got 401s from it; the port is now checked before the server starts."""
+    from fdiot.processes import FarmProcesses, check_port_free
+    from fdiot.settings import Settings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(home=tmp_path, host="127.0.0.1", port=port)
+        processes = FarmProcesses(settings=settings, env={})
+        with pytest.raises(RuntimeError, match=f"127.0.0.1:{port} is in use"):
+            processes.start("server")
+        assert processes.procs == {}  # nothing was started
+    check_port_free("127.0.0.1", port)  # free again once its listener closed
