@@ -16,8 +16,10 @@ rounds, in this process on the measurement core with the agent's protocol (warm-
 the same op's *other* quiet attempts. For the spread limit and for several drift limits it reports
 the share of attempts accepted and the mean label error of those accepted and those rejected: a
 criterion is worth its re-measurements when the rejected attempts are clearly worse than the
-accepted ones. Prints a table and writes ``bench/results/attempt_criteria.json``. Run it with
-the farm stopped.
+accepted ones. The ``canary <= L`` rows judge the canary limit the same way, on every attempt
+(quiet or not), with each group's median signed deviation (its bias): run with
+``FDIOT_CANARY_WAIT_S=0`` so that the host's slow spells are timed too rather than waited out.
+Prints a table and writes ``bench/results/attempt_criteria.json``. Run it with the farm stopped.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ RESULTS = Path(__file__).parent / "results" / "attempt_criteria.json"
 OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
 # Drift limits scored (|median of first half - median of second half| / median).
 DRIFT_LIMITS = (0.01, 0.02, 0.03, 0.05)
+# Canary limits scored (the slower canary over the quietest seen; the agent's default limit is
+# 1.2, fdiot.settings.max_canary_ratio). Run with FDIOT_CANARY_WAIT_S=0 to see attempts at every
+# canary ratio the host gives, rather than those the wait let through.
+CANARY_LIMITS = (1.05, 1.1, 1.15, 1.2, 1.3)
 
 console = Console()
 
@@ -61,23 +67,42 @@ def label_errors(attempts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for a in attempts:
         others = [o["median_ms"] for o in by_op[int(a["op"])] if o is not a and o["quiet"]]
         reference = statistics.median(others) if others else None
-        error = None if reference is None else abs(a["median_ms"] / reference - 1.0)
-        scored.append({**a, "error": error})
+        deviation = None if reference is None else a["median_ms"] / reference - 1.0
+        scored.append(
+            {**a, "error": None if deviation is None else abs(deviation), "deviation": deviation}
+        )
     return scored
 
 
-def score(attempts: Sequence[Mapping[str, Any]], accept: Any) -> dict[str, Any]:
-    """Share accepted and mean label error of accepted / rejected quiet, scored attempts."""
-    scored = [a for a in attempts if a["quiet"] and a["error"] is not None]
-    kept = [float(a["error"]) for a in scored if accept(a)]
-    dropped = [float(a["error"]) for a in scored if not accept(a)]
+def score(
+    attempts: Sequence[Mapping[str, Any]], accept: Any, *, quiet_only: bool = True
+) -> dict[str, Any]:
+    """Share accepted, mean label error and median signed deviation (the bias) of accepted /
+    rejected scored attempts: the quiet ones, or all of them (``quiet_only`` False, to judge
+    the canary limit itself)."""
+    scored = [a for a in attempts if (a["quiet"] or not quiet_only) and a["error"] is not None]
+    kept = [a for a in scored if accept(a)]
+    dropped = [a for a in scored if not accept(a)]
+
+    def mean_pct(group: list[Mapping[str, Any]]) -> float | None:
+        return 100.0 * float(np.mean([a["error"] for a in group])) if group else None
+
+    def bias_pct(group: list[Mapping[str, Any]]) -> float | None:
+        signed = [a["deviation"] for a in group if a.get("deviation") is not None]
+        return 100.0 * float(np.median(signed)) if signed else None
+
+    def over_5(group: list[Mapping[str, Any]]) -> float | None:
+        return float(np.mean([a["error"] > 0.05 for a in group])) if group else None
+
     return {
         "attempts": len(scored),
         "accepted_share": len(kept) / len(scored) if scored else None,
-        "accepted_error_pct": 100.0 * float(np.mean(kept)) if kept else None,
-        "rejected_error_pct": 100.0 * float(np.mean(dropped)) if dropped else None,
-        "accepted_over_5pct": float(np.mean(np.asarray(kept) > 0.05)) if kept else None,
-        "rejected_over_5pct": float(np.mean(np.asarray(dropped) > 0.05)) if dropped else None,
+        "accepted_error_pct": mean_pct(kept),
+        "rejected_error_pct": mean_pct(dropped),
+        "accepted_bias_pct": bias_pct(kept),
+        "rejected_bias_pct": bias_pct(dropped),
+        "accepted_over_5pct": over_5(kept),
+        "rejected_over_5pct": over_5(dropped),
     }
 
 
@@ -88,6 +113,13 @@ def criteria(attempts: Sequence[Mapping[str, Any]], max_spread: float) -> dict[s
     }
     for limit in DRIFT_LIMITS:
         rows[f"drift <= {limit:g}"] = score(attempts, lambda a, lim=limit: a["drift"] <= lim)
+    # The canary limit judged on every attempt, quiet or not (each scored against the op's other
+    # quiet attempts); attempts without a canary ratio are left out of these rows.
+    with_canary = [a for a in attempts if a.get("canary_ratio") is not None]
+    for limit in CANARY_LIMITS:
+        rows[f"canary <= {limit:g}"] = score(
+            with_canary, lambda a, lim=limit: a["canary_ratio"] <= lim, quiet_only=False
+        )
     return rows
 
 
@@ -139,11 +171,15 @@ def measure(args: argparse.Namespace, core: int) -> list[dict[str, Any]]:
 
 def print_table(rows: Mapping[str, Mapping[str, Any]]) -> None:
     table = Table(title="attempt criteria: label error against the op's other quiet attempts")
-    for column in ("accept when", "accepted", "error accepted", "rejected", ">5% acc / rej"):
+    columns = ("accept when", "accepted", "error accepted", "rejected", "bias acc / rej")
+    for column in (*columns, ">5% acc / rej"):
         table.add_column(column, justify="right")
 
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}%"
+
+    def signed(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.1f}%"
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.0f}%"
@@ -154,6 +190,7 @@ def print_table(rows: Mapping[str, Mapping[str, Any]]) -> None:
             share(row["accepted_share"]),
             pct(row["accepted_error_pct"]),
             pct(row["rejected_error_pct"]),
+            f"{signed(row['accepted_bias_pct'])} / {signed(row['rejected_bias_pct'])}",
             f"{share(row['accepted_over_5pct'])} / {share(row['rejected_over_5pct'])}",
         )
     console.print(table)
@@ -183,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": started,
         "cpu": cpu_signature(core),
         "args": {k: str(v) for k, v in vars(args).items()},
+        "agent_settings": {
+            k: getattr(get_settings(), k) for k in ("max_canary_ratio", "canary_wait_s")
+        },
         "criteria": rows,
         "by_op_type": by_type,
         "attempts": attempts,
