@@ -17,6 +17,7 @@ from models.timemodel import (
     MIN_RELOAD_PROBES,
     DeviceTimeModel,
     build_design,
+    canary_floor_ms,
     chain_extra_from_probes,
     chain_probe_times,
     chain_reload_bytes,
@@ -666,6 +667,19 @@ def test_samples_are_rejudged_against_the_quietest_canary_of_all(samples):
     assert metrics["disturbed_samples"] == {"add": slow}
     _, metrics = fit_device_model(rejudged, cv=3, max_canary_ratio=None)
     assert metrics["disturbed_samples"] == {}
+
+
+def test_one_fast_canary_does_not_set_the_campaigns_floor(samples):
+    """One canary of 0.108 ms among samples timed at 0.127-0.137 ms (third VM, 2026-12-01): as the
+    floor it would have left every sample over 0.119 ms (1.1x) out; a low quantile keeps them."""
+    timed = []
+    for i, s in enumerate(samples):
+        canary_ms = 0.108 if i == 7 else 0.127 + 0.010 * (i % 20) / 19
+        timed.append({**s, "environment": {"quiet": True, "canary_ms": canary_ms}})
+    floor = canary_floor_ms(timed)
+    assert floor is not None and 0.127 <= floor < 0.128
+    kept, disturbed = quiet_samples(timed)
+    assert disturbed == {} and len(kept) == len(timed)
 
 
 def test_an_op_type_with_only_disturbed_samples_keeps_them():
