@@ -15,17 +15,18 @@ and keep the median one, so that one attempt timed during a short slow spell of 
 the label.
 
 Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs``
-invokes in the same child. Its median over a low quantile (:data:`CANARY_REFERENCE_QUANTILE`) of
-the medians the runner has seen is the attempt's ``canary_ratio``, stored with the sample; above
-``max_canary_ratio`` the host was slowed from outside (on this 2-core VM: a fit running on the
-other core, other tenants). The ratio is not divided out of the label: re-measured later, samples
-timed under a slow canary had slowed far less than it (``bench/canary.py``). The child also reports
-its CPU time over the timed runs: a ``cpu_share`` below ``min_cpu_share`` of the wall time means
-another process ran on the measurement core (the canary's 10 ms can fall between two of its time
-slices). Either way the attempt is *disturbed*: it is measured again, op samples at once (the
-child's wait for a quiet canary is their pause), networks after ``network_disturbed_pause_s``
-doubled at each attempt, and the kept attempt is the quietest. A sample still disturbed after every
-attempt is stored with ``quiet=False`` in its environment, and the fitter leaves it out.
+invokes in the same child. Its median over a low quantile
+(:data:`models.timemodel.CANARY_REFERENCE_QUANTILE`) of the medians the runner has seen is the
+attempt's ``canary_ratio``, stored with the sample; above ``max_canary_ratio`` the host was slowed
+from outside (on this 2-core VM: a fit running on the other core, other tenants). The ratio is not
+divided out of the label: re-measured later, samples timed under a slow canary had slowed far less
+than it (``bench/canary.py``). The child also reports its CPU time over the timed runs: a
+``cpu_share`` below ``min_cpu_share`` of the wall time means another process ran on the measurement
+core (the canary's 10 ms can fall between two of its time slices). Either way the attempt is
+*disturbed*: it is measured again, op samples at once (the child's wait for a quiet canary is their
+pause), networks after ``network_disturbed_pause_s`` doubled at each attempt, and the kept attempt
+is the quietest. A sample still disturbed after every attempt is stored with ``quiet=False`` in its
+environment, and the fitter leaves it out.
 
 Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
 process pinned to one core (``settings.core``, default the host's last core) with its address
@@ -56,6 +57,7 @@ import numpy as np
 
 from agent._measure_child import _FRAME_HEADER
 from fdiot.settings import Settings, get_settings
+from models.timemodel import canary_reference_ms
 
 # How much of the child's stderr a MeasurementError carries.
 _STDERR_TAIL_BYTES = 2000
@@ -198,13 +200,8 @@ CANARY_OP: tuple[str, dict[str, Any]] = (
 )
 # Canary measurements taken when the child starts, to set the quiet-host reference.
 _CANARY_CALIBRATION_ROUNDS = 3
-# The quiet-host reference is this low quantile of the canary medians the runner has seen, not
-# the lowest one: on the third development VM (2026-12-01 01:52) one canary of 0.108 ms among
-# 457 samples' (5th percentile 0.127 ms) became the reference, every later attempt then ran at
-# 1.17-1.22x of it and most were waited on, timed again and flagged disturbed. The fitter's
-# floor is the same quantile of the campaign's canaries (models.timemodel.canary_floor_ms).
-CANARY_REFERENCE_QUANTILE = 0.05
-# How many of the latest canary medians the quantile is taken over (each attempt adds two).
+# How many of the latest canary medians the quiet-host reference is taken over (each attempt adds
+# two; models.timemodel.canary_reference_ms, the quantile and why).
 CANARY_HISTORY = 1000
 
 
@@ -236,10 +233,9 @@ class MeasurementChild:
 
     @property
     def canary_reference_ms(self) -> float | None:
-        """The quiet-host canary (ms): :data:`CANARY_REFERENCE_QUANTILE` of those seen."""
-        if not self.canaries_ms:
-            return None
-        return float(np.quantile(np.fromiter(self.canaries_ms, float), CANARY_REFERENCE_QUANTILE))
+        """The quiet-host canary (ms) of those seen (:func:`models.timemodel.canary_reference_ms`,
+        as the fitter's floor)."""
+        return canary_reference_ms(self.canaries_ms)
 
     # ------------------------------------------------------------------ lifecycle
 

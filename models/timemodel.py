@@ -9,7 +9,7 @@ Op types without a fitted tree get a fallback from the fitted bandwidth and FLOP
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -1152,7 +1152,7 @@ def estimate_chain_extra(
     residual on the one before, so that a disturbed probe counts for little or nothing. On the
     third development VM (2026-12-01) one probe at 1.29 MB ran 82% over its layers (the others
     within the cache: -7% to +10%) and lifted the curve to +7.4% over 1.2-2.2 MB, where the
-    sensor convnets ran 2% under their layers timed alone.
+    sensor convnets ran 0.7-1.6% under their layers timed alone.
 
     Not isotonic regression (the form until 2026-11-30 16:30): on this shared-L3 host a probe's
     extra at 12-15 MB moved from 6% to 41% with the neighbours' use of the L3, and an isotonic
@@ -1164,8 +1164,8 @@ def estimate_chain_extra(
     scored the ratio better than the per-byte form in all six (docs/accuracy_history.md).
     Returns ``{"param_bytes", "ratio"}`` (the knots; None with fewer than
     :data:`MIN_CHAIN_EXTRA_PROBES` probes), ``"probes"``, ``"probes_set_aside"`` (those the
-    robust pass gave no weight), and the probes' in-sample MAPE (fraction, all probes) without
-    and with the curve.
+    robust passes left with no weight), and the probes' in-sample MAPE (fraction, all probes)
+    without and with the curve.
     """
     return chain_extra_from_probes(chain_probe_times(chain_samples, model, conv_samples), model)
 
@@ -1197,8 +1197,8 @@ def chain_extra_from_probes(
     excess = (measured - layers) / layers
     weights = (layers / measured) ** 2
     knots, ratios = monotone_segments(params, excess, weights, CHAIN_EXTRA_SEGMENTS)
-    # One robust pass, as the trees have (ROBUST_PASSES): a probe far off the first curve (a
-    # disturbed measurement) gets little or no weight in the second.
+    # Reweighted as the trees are (robust_weights), until the weights stay put: a probe far off
+    # the curve (a disturbed measurement) ends with little or no weight.
     factors = np.ones_like(excess)
     for _ in range(CHAIN_EXTRA_ROBUST_PASSES if robust else 0):
         fitted = layers * (1.0 + np.interp(params, knots, ratios))
@@ -1549,22 +1549,30 @@ def fastest_per_config(
     return out, retimed
 
 
-# The device's reference canary is this low quantile of its samples' canaries, as the agent's
-# (agent.runner.CANARY_REFERENCE_QUANTILE), not the lowest: one canary of 0.108 ms among 457
-# (5th percentile 0.127 ms; third development VM, 2026-12-01) would have put the limit under
-# the host's usual speed and left most samples out.
-CANARY_FLOOR_QUANTILE = 0.05
+# The quiet-host reference is this low quantile of the canaries timed, for the agent (over the
+# canaries it has seen) and the fitter (over the campaign's), not the lowest one: on the third
+# development VM (2026-12-01 01:52) one canary of 0.108 ms among 457 samples' (5th percentile
+# 0.127 ms) became the agent's reference, every later attempt then ran at 1.17-1.22x of it and
+# most were waited on, timed again and flagged disturbed; as the fitter's floor it would have
+# left most samples out.
+CANARY_REFERENCE_QUANTILE = 0.05
+
+
+def canary_reference_ms(canaries_ms: Iterable[float]) -> float | None:
+    """The quiet-host canary (ms): :data:`CANARY_REFERENCE_QUANTILE` of ``canaries_ms`` (None
+    when empty). The agent's reference (``agent.runner``) and the fitter's floor."""
+    values = np.fromiter(canaries_ms, float)
+    return float(np.quantile(values, CANARY_REFERENCE_QUANTILE)) if values.size else None
 
 
 def canary_floor_ms(samples: Sequence[Mapping[str, Any]]) -> float | None:
-    """The quiet-host canary (ms) over the samples that stored one: :data:`CANARY_FLOOR_QUANTILE`
-    of their canaries, the device's reference."""
-    canaries = [
+    """The device's reference canary (ms): :func:`canary_reference_ms` of the canaries its
+    samples stored."""
+    return canary_reference_ms(
         float(c)
         for s in samples
         if (c := (s.get("environment") or {}).get("canary_ms")) is not None and float(c) > 0
-    ]
-    return float(np.quantile(canaries, CANARY_FLOOR_QUANTILE)) if canaries else None
+    )
 
 
 def quiet_samples(
