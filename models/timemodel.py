@@ -114,6 +114,10 @@ MIN_OP_MS = 1e-4
 MIN_SAMPLES_LEAF = 8
 # An op type needs this many samples for its own tree; fewer are predicted by the fallback.
 MIN_SAMPLES_FOR_TREE = 12
+# Fewest samples of a recurrent op type beyond the cache that its per-step reload rate
+# (:func:`step_reload_rate`) is fitted from; with fewer, such a layer is priced at no less than
+# reading its weights from DRAM at every step (:func:`with_step_reload`).
+MIN_STREAMED_STEP_SAMPLES = 3
 # Ops that only change the tensor's view: XNNPACK aliases their buffers (no copy, no kernel).
 VIEW_OPS = frozenset({"reshape", "squeeze", "expand_dims"})
 # Share of a memcpy-speed copy charged for a view op, for the cases where the buffer is copied.
@@ -441,6 +445,63 @@ def sample_latency_ms(sample: Mapping[str, Any]) -> float:
     return float(sample["median_ms"])
 
 
+def streamed_step_bytes(
+    op_type: str,
+    config: Mapping[str, Any],
+    features: Mapping[str, float],
+    cache_bytes: float | None,
+) -> float:
+    """Weight bytes a recurrent layer fetches from beyond the cache over its steps.
+
+    A recurrent layer multiplies by all of its weights at every step. While they fit in the cache
+    they stay there; past it each step evicts what the next one needs, so every step reads them
+    all again (on the third development VM, 2 MiB L2: LSTM and GRU layers with 2.1-6.3 MB of
+    weights ran 32-48 ps per weight byte and step, 2-3x the FLOP rate of those within it, which
+    their trees had under-predicted by 54-67%). ``seq_len * param_bytes`` for an LSTM or GRU whose
+    ``param_bytes`` exceed ``cache_bytes``; 0 otherwise, or when the cache is unknown.
+    """
+    if op_type not in _RECURRENT or cache_bytes is None:
+        return 0.0
+    param_bytes = float(features.get("param_bytes", 0.0))
+    if param_bytes <= cache_bytes:
+        return 0.0
+    return float(config.get("seq_len", 0)) * param_bytes
+
+
+def step_reload_rate(
+    tree_ms: np.ndarray, op_ms: np.ndarray, step_bytes: np.ndarray
+) -> float | None:
+    """ms per weight byte and step that layers beyond the cache take on top of their tree.
+
+    The median over those layers of (op time - tree prediction) / :func:`streamed_step_bytes`:
+    the tree, fitted on layers within the cache, prices the arithmetic; the rest is the reload.
+    None with fewer than :data:`MIN_STREAMED_STEP_SAMPLES` layers.
+    """
+    if len(op_ms) < MIN_STREAMED_STEP_SAMPLES:
+        return None
+    return max(float(np.median((op_ms - np.maximum(tree_ms, 0.0)) / step_bytes)), 0.0)
+
+
+def with_step_reload(
+    tree_ms: np.ndarray,
+    step_bytes: np.ndarray,
+    rate: float | None,
+    dram_ms_per_param_byte: float | None,
+) -> np.ndarray:
+    """Op times (ms) of layers whose :func:`streamed_step_bytes` are ``step_bytes``.
+
+    ``tree + rate * step_bytes`` with a fitted :func:`step_reload_rate`; without one, at least
+    ``dram_ms_per_param_byte * step_bytes`` (the weights read from DRAM at every step); the tree
+    alone when neither is known. Rows with no streamed bytes keep their tree time.
+    """
+    floored: np.ndarray = np.maximum(np.asarray(tree_ms, dtype=float), 0.0)
+    if rate is not None:
+        return floored + rate * step_bytes
+    if dram_ms_per_param_byte is not None:
+        floored = np.maximum(floored, dram_ms_per_param_byte * step_bytes)
+    return floored
+
+
 def build_design(
     op_type: str,
     samples: Sequence[Mapping[str, Any]],
@@ -582,6 +643,11 @@ class DeviceTimeModel:
         time, as a fraction of that time: a non-decreasing function of the network's weight bytes
         (linear between the knots, flat beyond them), fitted from the ``conv_chain`` probes by
         :func:`estimate_chain_extra`. None: too few probes (not added).
+    step_reload_ms_per_param_byte : mapping of recurrent op type to float, optional
+        What an LSTM or GRU layer whose weights exceed ``cache_bytes`` pays on top of its tree,
+        per weight byte and step (:func:`streamed_step_bytes`), fitted by
+        :func:`step_reload_rate`. A recurrent op type without one is priced at no less than
+        ``dram_ms_per_param_byte`` per weight byte and step there (:func:`with_step_reload`).
     """
 
     def __init__(
@@ -595,8 +661,12 @@ class DeviceTimeModel:
         dram_ms_per_param_byte: float | None = None,
         reload_ms_per_param_byte: float | None = None,
         chain_extra: tuple[Sequence[float], Sequence[float]] | None = None,
+        step_reload_ms_per_param_byte: Mapping[str, float] | None = None,
     ) -> None:
         _check_variant(variant)
+        self.step_reload_ms_per_param_byte = {
+            op_type: float(rate) for op_type, rate in (step_reload_ms_per_param_byte or {}).items()
+        }
         self.chain_extra = (
             None
             if chain_extra is None
@@ -632,15 +702,37 @@ class DeviceTimeModel:
         if tree is not None:
             try:
                 row = _fitted_columns(tree, op_type, self.variant, config, feats)
-                return max(float(tree.predict(row[None, :])[0]), 0.0), False
+                tree_ms = max(float(tree.predict(row[None, :])[0]), 0.0)
             except (KeyError, ValueError, TypeError):
                 pass
+            else:
+                return self._with_step_reload(op_type, config, feats, tree_ms), False
         if feats is None:
             try:
                 feats = cost_features(op_type, config)
             except (KeyError, ValueError, TypeError):
                 feats = {}
         return self._fallback_ms(op_type, feats), True
+
+    def _with_step_reload(
+        self,
+        op_type: str,
+        config: Mapping[str, Any],
+        features: Mapping[str, float] | None,
+        tree_ms: float,
+    ) -> float:
+        """``tree_ms`` plus the per-step weight reload of a recurrent layer beyond the cache."""
+        if op_type not in _RECURRENT or self.cache_bytes is None:
+            return tree_ms
+        feats = features if features is not None else cost_features(op_type, config)
+        step_bytes = streamed_step_bytes(op_type, config, feats, self.cache_bytes)
+        if step_bytes <= 0.0:
+            return tree_ms
+        rate = self.step_reload_ms_per_param_byte.get(op_type)
+        ms = with_step_reload(
+            np.array([tree_ms]), np.array([step_bytes]), rate, self.dram_ms_per_param_byte
+        )
+        return float(ms[0])
 
     def _as_dense(self, op_type: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
         """The dense config this op is priced as (:func:`dense_equivalent`), if a tree prices it."""
@@ -756,7 +848,21 @@ class DeviceTimeModel:
                 f"no tree: fallback max({self.ms_per_flop:.3g} ms/FLOP * flops, "
                 f"{self.ms_per_byte:.3g} ms/byte * bytes)"
             )
-        return tree.rules(unit="ms")
+        rules = tree.rules(unit="ms")
+        if op_type not in _RECURRENT or self.cache_bytes is None:
+            return rules
+        mb = self.cache_bytes / 1e6
+        rate = self.step_reload_ms_per_param_byte.get(op_type)
+        if rate is not None:
+            reload = f"+= {rate * 1e9:.3g} ps * seq_len * param_bytes"
+        elif self.dram_ms_per_param_byte is not None:
+            reload = f">= {self.dram_ms_per_param_byte * 1e9:.3g} ps * seq_len * param_bytes"
+        else:
+            return rules
+        return (
+            f"{rules}\nif param_bytes > {mb:.3g} MB: t {reload}"
+            " (weights reloaded from beyond the cache at every step)"
+        )
 
     def network_rules(self) -> str:
         """Readable network-level terms: the invoke overhead, weight reload and the DRAM floor."""
@@ -805,6 +911,7 @@ class DeviceTimeModel:
             "chain_extra": None
             if self.chain_extra is None
             else {"param_bytes": self.chain_extra[0], "ratio": self.chain_extra[1]},
+            "step_reload_ms_per_param_byte": self.step_reload_ms_per_param_byte,
             "network_rules": self.network_rules(),
             "op_types": {
                 op_type: {
@@ -833,6 +940,7 @@ class DeviceTimeModel:
             data.get("dram_ms_per_param_byte"),
             data.get("reload_ms_per_param_byte"),
             chain_extra_knots(data.get("chain_extra")),
+            data.get("step_reload_ms_per_param_byte"),
         )
 
 
@@ -1337,6 +1445,64 @@ def fit_tree(
     return reg
 
 
+def fit_op(
+    op_type: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    step_bytes: np.ndarray | None = None,
+    *,
+    cv: int = 5,
+    seed: int = 0,
+    variant: str = "tiled",
+    overhead_ms: float = 0.0,
+) -> tuple[TreeLinearRegressor, float | None]:
+    """The tree of ``op_type`` and, for a recurrent one, its per-step reload rate.
+
+    Rows with :func:`streamed_step_bytes` (``step_bytes`` > 0) are left out of the tree, which
+    they would bend with a cost its columns cannot express, unless too few rows would remain;
+    the rate is fitted on them over that tree (:func:`step_reload_rate`).
+    """
+    streamed = np.zeros(len(y), dtype=bool) if step_bytes is None else step_bytes > 0
+    fit_rows = ~streamed
+    if np.count_nonzero(fit_rows) < MIN_SAMPLES_FOR_TREE:
+        fit_rows = np.ones(len(y), dtype=bool)
+    tree = fit_tree(
+        op_type,
+        X[fit_rows],
+        y[fit_rows],
+        names,
+        cv=cv,
+        seed=seed,
+        variant=variant,
+        overhead_ms=overhead_ms,
+    )
+    if step_bytes is None or not streamed.any():
+        return tree, None
+    rate = step_reload_rate(tree.predict(X[streamed]), y[streamed], step_bytes[streamed])
+    return tree, rate
+
+
+def predict_op_rows(
+    tree: TreeLinearRegressor,
+    rate: float | None,
+    X: np.ndarray,
+    step_bytes: np.ndarray | None = None,
+    dram_ms_per_param_byte: float | None = None,
+) -> np.ndarray:
+    """Op times (ms) of design rows as :class:`DeviceTimeModel` prices them: the tree, plus the
+    per-step reload (:func:`with_step_reload`) on rows with streamed step bytes."""
+    pred: np.ndarray = np.maximum(tree.predict(X), 0.0)
+    if step_bytes is None:
+        return pred
+    streamed = step_bytes > 0
+    if streamed.any():
+        pred[streamed] = with_step_reload(
+            pred[streamed], step_bytes[streamed], rate, dram_ms_per_param_byte
+        )
+    return pred
+
+
 def _cv_predictions(
     op_type: str,
     X: np.ndarray,
@@ -1346,27 +1512,33 @@ def _cv_predictions(
     seed: int,
     variant: str,
     overhead_ms: float = 0.0,
+    step_bytes: np.ndarray | None = None,
+    dram_ms_per_param_byte: float | None = None,
 ) -> np.ndarray:
-    """Out-of-fold predictions of op times (ms) by K-fold cross-validation."""
+    """Out-of-fold predictions of op times (ms) by K-fold cross-validation (:func:`fit_op` on
+    each fold's training rows, :func:`predict_op_rows` on its test rows)."""
     folds = min(cv, len(y))
     pred = np.zeros(len(y))
-    if folds < 2:
-        reg = fit_tree(
-            op_type, X, y, names, cv=0, seed=seed, variant=variant, overhead_ms=overhead_ms
-        )
-        return reg.predict(X)
-    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X):
-        reg = fit_tree(
+    splits = (
+        [(np.arange(len(y)), np.arange(len(y)))]
+        if folds < 2
+        else KFold(n_splits=folds, shuffle=True, random_state=seed).split(X)
+    )
+    for train, test in splits:
+        train_bytes = None if step_bytes is None else step_bytes[train]
+        reg, rate = fit_op(
             op_type,
             X[train],
             y[train],
             names,
-            cv=cv,
+            train_bytes,
+            cv=cv if folds >= 2 else 0,
             seed=seed,
             variant=variant,
             overhead_ms=overhead_ms,
         )
-        pred[test] = reg.predict(X[test])
+        test_bytes = None if step_bytes is None else step_bytes[test]
+        pred[test] = predict_op_rows(reg, rate, X[test], test_bytes, dram_ms_per_param_byte)
     return pred
 
 
@@ -1424,7 +1596,9 @@ def fit_device_model(
         moved = as_dense_sample(s)
         fit_groups.setdefault(str(moved["op_type"]), []).append(moved)
     convs_as_dense = len(by_type.get("conv2d", [])) - len(fit_groups.get("conv2d", []))
+    cache_bytes, dram_rate = estimate_weight_streaming(samples, overhead)
     trees: dict[str, TreeLinearRegressor] = {}
+    step_rates: dict[str, float] = {}
     per_op: dict[str, dict[str, Any]] = {}
     for op_type in sorted(fit_groups):
         own = fit_groups[op_type]
@@ -1440,8 +1614,16 @@ def fit_device_model(
             continue
         X, y, names = build_design(op_type, own, overhead, variant)
         measured = np.array([sample_latency_ms(s) for s in own])
+        step_bytes = np.array(
+            [
+                streamed_step_bytes(op_type, s.get("config", {}), _sample_features(s), cache_bytes)
+                for s in own
+            ]
+        )
         splits = [
-            _cv_predictions(op_type, X, y, names, cv, seed + r, variant, overhead)
+            _cv_predictions(
+                op_type, X, y, names, cv, seed + r, variant, overhead, step_bytes, dram_rate
+            )
             for r in range(max(cv_repeats, 1))
         ]
         rels = [np.abs(np.maximum(p, 0.0) + overhead - measured) / measured for p in splits]
@@ -1453,19 +1635,38 @@ def fit_device_model(
             "within_10pct": float(np.mean(rel <= 0.10)),
             "samples": len(own),
         }
-        tree = fit_tree(
-            op_type, X, y, names, cv=cv, seed=seed, variant=variant, overhead_ms=overhead
+        tree, step_rate = fit_op(
+            op_type,
+            X,
+            y,
+            names,
+            step_bytes,
+            cv=cv,
+            seed=seed,
+            variant=variant,
+            overhead_ms=overhead,
         )
         trees[op_type] = tree
+        if op_type in _RECURRENT:
+            per_op[op_type]["streamed_samples"] = int(np.count_nonzero(step_bytes))
+        if step_rate is not None:
+            step_rates[op_type] = step_rate
         # Samples the robust fit keeps (bisquare weight > 0): the error on them says how well
         # the model fits quiet measurements, apart from the contended ones it rejects.
-        resid = (np.maximum(tree.predict(X), 0.0) + overhead) / measured - 1.0
+        fitted = predict_op_rows(tree, step_rate, X, step_bytes, dram_rate)
+        resid = (fitted + overhead) / measured - 1.0
         inlier = robust_weights(resid) > 0
         per_op[op_type]["inlier_share"] = float(np.mean(inlier))
         per_op[op_type]["cv_mape_inliers"] = float(np.mean(rel[inlier])) if inlier.any() else None
-    cache_bytes, dram_rate = estimate_weight_streaming(samples, overhead)
     model = DeviceTimeModel(
-        trees, overhead, variant, ms_per_byte, ms_per_flop, cache_bytes, dram_rate
+        trees,
+        overhead,
+        variant,
+        ms_per_byte,
+        ms_per_flop,
+        cache_bytes,
+        dram_rate,
+        step_reload_ms_per_param_byte=step_rates,
     )
     # Each probe against its layers, once for both network terms.
     probes = chain_probe_times(by_type.get("conv_chain", []), model, by_type.get("conv2d", []))
@@ -1481,6 +1682,7 @@ def fit_device_model(
         "weight_reload": reload,
         "chain_extra": chain_extra,
         "convs_fitted_as_dense": convs_as_dense,
+        "step_reload_ms_per_param_byte": step_rates,
         "variant": variant,
         "samples": len(samples),
         "disturbed_samples": disturbed,

@@ -250,6 +250,79 @@ def test_networks_beyond_the_cache_stream_their_weights():
     assert DeviceTimeModel.from_dict(model.to_dict()).cache_bytes == model.cache_bytes
 
 
+# What the synthetic device's LSTM layers pay per weight byte and step once their weights exceed
+# its 6 MB cache (_dense_samples): every step reads them all again.
+STEP_RELOAD_MS_PER_BYTE = 5e-8
+
+
+def _lstm_ms(config: dict[str, int]) -> float:
+    """1 us per step plus 10 ps per FLOP; beyond the cache, the weights reloaded at each step."""
+    features = cost_features("lstm", config)
+    op_ms = 1e-3 * config["seq_len"] + 1e-8 * features["flops"]
+    if features["param_bytes"] > 6e6:
+        op_ms += STEP_RELOAD_MS_PER_BYTE * config["seq_len"] * features["param_bytes"]
+    return op_ms
+
+
+def _lstm_samples(units=(16, 32, 64, 128, 256, 384, 512, 768, 1024)):
+    """A grid of LSTM layers, none with 4.2-6 MB of weights: the dense samples place the knee
+    anywhere between their sizes around 6 MB (4.19 and 6.29 MB)."""
+    out = []
+    for u in units:
+        for cin in (8, 64, 256, 512):
+            for seq in (8, 32, 128):
+                config = {"cin": cin, "units": u, "seq_len": seq, "return_sequences": 0}
+                if 4.2e6 < cost_features("lstm", config)["param_bytes"] <= 6e6:
+                    continue
+                out.append({"op_type": "lstm", "config": config,
+                            "features": cost_features("lstm", config),
+                            "latency": {"median_ms": OVERHEAD_MS + _lstm_ms(config)}})  # fmt: skip
+    return out
+
+
+OVERHEAD_SAMPLE = {
+    "op_type": "invoke_overhead",
+    "config": {},
+    "latency": {"median_ms": OVERHEAD_MS},
+}
+
+
+def test_recurrent_layers_beyond_the_cache_reload_their_weights_at_every_step():
+    """LSTM layers past the cache are fitted apart from the tree, as a rate per weight byte and
+    step; those within it keep a tree of their own."""
+    lstm = _lstm_samples()
+    model, metrics = fit_device_model([*_dense_samples(), *lstm, OVERHEAD_SAMPLE], cv=3)
+    assert metrics["per_op_type"]["lstm"]["streamed_samples"] == 30  # 10 configs x 3 lengths
+    rate = metrics["step_reload_ms_per_param_byte"]["lstm"]
+    assert rate == pytest.approx(STEP_RELOAD_MS_PER_BYTE, rel=0.2)
+    for config in (
+        {"cin": 128, "units": 640, "seq_len": 64, "return_sequences": 0},  # 12.6 MB: beyond
+        {"cin": 32, "units": 200, "seq_len": 50, "return_sequences": 0},  # 0.7 MB: within
+    ):
+        predicted, fallback = model.predict_op("lstm", config)
+        assert not fallback
+        assert predicted == pytest.approx(_lstm_ms(config), rel=0.1)
+    assert metrics["per_op_type"]["lstm"]["cv_mape"] < 0.1
+    assert "at every step" in model.rules("lstm")
+    again = DeviceTimeModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.step_reload_ms_per_param_byte == model.step_reload_ms_per_param_byte
+
+
+def test_too_few_recurrent_layers_beyond_the_cache_get_the_dram_floor_per_step():
+    """With fewer than MIN_STREAMED_STEP_SAMPLES layers past the cache there is no rate; such a
+    layer still takes at least its weights' DRAM time at every step."""
+    beyond = [s for s in _lstm_samples(units=(768,)) if s["config"]["cin"] == 8][:2]
+    model, metrics = fit_device_model(
+        [*_dense_samples(), *_lstm_samples(units=(16, 32, 64, 128, 256)), *beyond,
+         OVERHEAD_SAMPLE], cv=3,
+    )  # fmt: skip
+    assert "lstm" not in metrics["step_reload_ms_per_param_byte"]
+    assert model.dram_ms_per_param_byte is not None
+    config = {"cin": 128, "units": 1024, "seq_len": 100, "return_sequences": 0}
+    floor_ms = model.dram_ms_per_param_byte * 100 * cost_features("lstm", config)["param_bytes"]
+    assert model.predict_op("lstm", config)[0] >= floor_ms
+
+
 # The reload time of the synthetic device: 100 ps per weight byte (10 GB/s) once a chain's
 # weights exceed its 6 MB cache.
 RELOAD_MS_PER_BYTE = 1e-7
