@@ -15,8 +15,8 @@ and keep the median one, so that one attempt timed during a short slow spell of 
 the label.
 
 Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs``
-invokes in the same child. Its median over a low quantile
-(:data:`models.timemodel.CANARY_REFERENCE_QUANTILE`) of the medians the runner has seen is the
+invokes in the same child. Its median over a quantile (the 25%,
+:data:`models.timemodel.CANARY_REFERENCE_QUANTILE`) of the medians the runner has seen is the
 attempt's ``canary_ratio``, stored with the sample; above ``max_canary_ratio`` the host was slowed
 from outside (on this 2-core VM: a fit running on the other core, other tenants). The ratio is not
 divided out of the label: re-measured later, samples timed under a slow canary had slowed far less
@@ -201,8 +201,11 @@ CANARY_OP: tuple[str, dict[str, Any]] = (
 # Canary measurements taken when the child starts, to set the quiet-host reference.
 _CANARY_CALIBRATION_ROUNDS = 3
 # How many of the latest canary medians the quiet-host reference is taken over (each attempt adds
-# two; models.timemodel.canary_reference_ms, the quantile and why).
-CANARY_HISTORY = 1000
+# two; models.timemodel.canary_reference_ms, the quantile and why): about one default campaign
+# (~3300 samples at 1.5 attempts each), so that a phase of a few minutes at another speed stays
+# under the quantile's quarter. It was 1000 (about 3.5 minutes) until 2026-12-01 04:05, when such
+# a phase filled it.
+CANARY_HISTORY = 10000
 
 
 def measurement_core(settings: Settings) -> int:

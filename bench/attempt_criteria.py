@@ -50,7 +50,7 @@ OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected", "add")
 # Drift limits scored (|median of first half - median of second half| / median).
 DRIFT_LIMITS = (0.01, 0.02, 0.03, 0.05)
 # Canary limits scored (the slower canary over the lowest this script has seen: the agent's
-# reference until 2026-12-01, when its default limit was 1.2; since then it is 1.1 of a 5%
+# reference until 2026-12-01, when its default limit was 1.2; since then it is 1.1 of a 25%
 # quantile, models.timemodel.canary_reference_ms). Run with FDIOT_CANARY_WAIT_S=0 to see
 # attempts at every canary ratio the host gives, rather than those the wait let through.
 CANARY_LIMITS = (1.05, 1.1, 1.15, 1.2, 1.3)

@@ -7,7 +7,7 @@ script draws ``--per-op`` configurations of a few op types, builds each once, an
 one ``--rounds`` times, round-robin, under two protocols that take turns on the same core:
 
 - ``no_wait``: canary limit 1.35, no wait (the protocol before 2026-11-29);
-- ``wait``: the default limit (1.2 from 2026-11-29, 1.1 of a 5% quantile reference since
+- ``wait``: the default limit (1.2 from 2026-11-29, 1.1 of a quantile reference since
   2026-12-01) and ``canary_wait_s`` 3 s: the child polls the
   canary until it is within the limit, up to that long, before timing.
 
@@ -44,7 +44,7 @@ DEFAULT_OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected")
 # before 2026-11-29, 1.2 / 3 the default from then (the runs in bench/results/quiet_window*.json):
 # 1.2 fell in the gap between the fast state (canary <= 1.15x of the lowest) and the slow ones
 # (1.25-2.4x) of the host that prompted this script, 3 s outlasts most of its slow spells.
-# 1.1 / 3 is the default since 2026-12-01 (fdiot/settings.py), its reference a 5% quantile.
+# 1.1 / 3 is the default since 2026-12-01 (fdiot/settings.py), its reference a quantile (25%).
 PROTOCOLS = {"no_wait": (1.35, 0.0), "wait": (1.1, 3.0)}
 
 console = Console()

@@ -131,9 +131,10 @@ class Settings(BaseSettings):
     # it into the labels (conv2d CV 15.2%). bench/quiet_window.py, three runs of 36 ops x 3
     # rounds: median repeat spread 1.0% / 2.9% / 38.7% waiting against 4.9% / 27.8% / 35.3%
     # (the third run's first round fell in a slow spell for both), 1.6-1.7x the time per label.
-    # Why 1.1 since 2026-12-01: the reference became a low quantile (5%) of the canaries seen
-    # rather than the lowest (models.timemodel.CANARY_REFERENCE_QUANTILE), which sits above the
-    # lowest, so 1.2 of it let slower states through. Third VM (Intel family 6 model 207):
+    # Why 1.1 since 2026-12-01: the reference became a quantile of the canaries seen (5%, the
+    # 25% since 04:05 that day; models.timemodel.CANARY_REFERENCE_QUANTILE) rather than the
+    # lowest, which sits above the lowest, so 1.2 of it let slower states through. Third VM
+    # (Intel family 6 model 207):
     # refitting its 3414-sample campaign with the quantile floor, 1.2 gave CV conv2d 9.18% and
     # networks 23.2% MAPE, 1.1 gave 6.35% and 19.4% (the lowest-canary floor at 1.2: 6.77%,
     # 18.7%); bench/attempt_criteria.py without the wait: attempts at 1.1-1.2 ran 4-5% slow

@@ -161,14 +161,27 @@ def test_one_fast_canary_does_not_become_the_reference(settings: Settings) -> No
     usual = [0.127 + 0.013 * (i % 20) / 19 for i in range(456)]
     runner.canaries_ms.extend([*usual[:363], 0.108, *usual[363:]])
     reference = runner.canary_reference_ms
-    assert reference is not None and 0.127 <= reference < 0.128
+    assert reference is not None and 0.127 <= reference < 0.131
     limit = Settings.model_fields["max_canary_ratio"].default  # the suite's env raises its own
-    assert 0.132 / reference < limit < 0.132 / 0.108
-    # A sustained faster state does become the reference once it is more than the quantile.
-    runner.canaries_ms.extend([0.108] * 100)
+    assert 0.14 / reference < limit < 0.132 / 0.108
+    # A sustained faster state does become the reference once it is over a quarter of them.
+    runner.canaries_ms.extend([0.108] * 250)
     assert runner.canary_reference_ms == pytest.approx(0.108)
     runner.canaries_ms.extend([0.2] * CANARY_HISTORY)  # only the latest are kept
     assert runner.canary_reference_ms == pytest.approx(0.2)
+
+
+def test_a_few_minutes_in_a_faster_state_do_not_become_the_reference(settings: Settings) -> None:
+    """Third development VM, 2026-12-01 03:45: after ~12 minutes at 0.132 ms the canary ran
+    0.105-0.117 ms for 3-4 minutes, then 0.132 again. Over the last 1000 canaries at the 5%
+    quantile the reference followed it to 0.109 ms and every later attempt was "slow"."""
+    runner = MeasurementChild(settings)
+    runner.canaries_ms.extend([0.132 + 0.008 * (i % 9) / 8 for i in range(2400)])  # ~12 minutes
+    runner.canaries_ms.extend([0.105 + 0.012 * (i % 7) / 6 for i in range(600)])  # ~3.5 minutes
+    reference = runner.canary_reference_ms
+    assert reference is not None and reference >= 0.132
+    limit = Settings.model_fields["max_canary_ratio"].default
+    assert limit * reference >= 0.14  # the state before and after the phase is quiet again
 
 
 def test_canary_above_its_limit_is_remeasured_then_flagged(
