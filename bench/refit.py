@@ -41,14 +41,12 @@ from bench import write_results, zoo
 from bench.accuracy import _error_pct, error_summary
 from models.features import OpInstance, parse_tflite
 from models.timemodel import (
-    DEFAULT_MAX_CANARY_RATIO,
     DeviceTimeModel,
     chain_extra_from_probes,
     chain_extra_knots,
     chain_probe_times,
-    fastest_per_config,
     fit_device_model,
-    quiet_samples,
+    fitting_samples,
 )
 from worker.fitting import CV_FOLDS
 
@@ -61,8 +59,7 @@ def variant_models(
 ) -> tuple[dict[str, DeviceTimeModel], dict[str, JSON]]:
     """The fitted model and its two variants (:data:`VARIANTS`), with each one's extra curve."""
     model, metrics = fit_device_model(samples, cv=cv, seed=seed)
-    kept, _ = quiet_samples(samples, DEFAULT_MAX_CANARY_RATIO)
-    kept, _ = fastest_per_config(kept)
+    kept, _, _ = fitting_samples(samples)
     probes = chain_probe_times(
         [s for s in kept if s["op_type"] == "conv_chain"],
         model,

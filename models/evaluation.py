@@ -31,11 +31,10 @@ from models.timemodel import (
     chain_probe_times,
     estimate_overhead_ms,
     estimate_weight_streaming,
-    fastest_per_config,
     fit_device_model,
     fit_weights,
+    fitting_samples,
     op_feature_vector,
-    quiet_samples,
     reload_rate_from_probes,
 )
 
@@ -210,9 +209,8 @@ def fit_baselines(
     ``random_forest`` (nn-Meter's choice), ``gradient_boosting``, and ``paper_tree`` (the
     FastDeepIoT tree with the paper's cost features only).
     """
-    # The same samples the tree fits on: the disturbed ones left out (quiet_samples), a
-    # configuration measured again counted once with its fastest label (fastest_per_config).
-    samples, _ = fastest_per_config(quiet_samples(samples)[0])
+    # The same samples the tree fits on (fitting_samples).
+    samples, _, _ = fitting_samples(samples)
     paper, _ = fit_device_model(samples, variant="paper", cv=cv, seed=seed)
     return {
         "flops": fit_flops_model(samples),

@@ -1583,8 +1583,7 @@ def fit_device_model(
     figures are kept as ``cv_mape_splits``; ``within_10pct`` and ``cv_mape_inliers`` use the first.
     """
     _check_variant(variant)
-    samples, disturbed = quiet_samples(samples, max_canary_ratio)
-    samples, retimed = fastest_per_config(samples)
+    samples, disturbed, retimed = fitting_samples(samples, max_canary_ratio)
     overhead = estimate_overhead_ms(samples)
     by_type: dict[str, list[Mapping[str, Any]]] = {}
     for s in samples:
@@ -1614,11 +1613,17 @@ def fit_device_model(
             continue
         X, y, names = build_design(op_type, own, overhead, variant)
         measured = np.array([sample_latency_ms(s) for s in own])
-        step_bytes = np.array(
-            [
-                streamed_step_bytes(op_type, s.get("config", {}), _sample_features(s), cache_bytes)
-                for s in own
-            ]
+        step_bytes = (
+            np.array(
+                [
+                    streamed_step_bytes(
+                        op_type, s.get("config", {}), _sample_features(s), cache_bytes
+                    )
+                    for s in own
+                ]
+            )
+            if op_type in _RECURRENT and cache_bytes is not None
+            else None
         )
         splits = [
             _cv_predictions(
@@ -1648,7 +1653,8 @@ def fit_device_model(
         )
         trees[op_type] = tree
         if op_type in _RECURRENT:
-            per_op[op_type]["streamed_samples"] = int(np.count_nonzero(step_bytes))
+            streamed = 0 if step_bytes is None else int(np.count_nonzero(step_bytes))
+            per_op[op_type]["streamed_samples"] = streamed
         if step_rate is not None:
             step_rates[op_type] = step_rate
         # Samples the robust fit keeps (bisquare weight > 0): the error on them says how well
@@ -1705,6 +1711,18 @@ def is_quiet(sample: Mapping[str, Any], canary_limit_ms: float | None = None) ->
 # Op types measured again and again with one configuration on purpose: their samples are a
 # distribution (the overhead is their median), not one label timed twice.
 REPEATED_OP_TYPES: frozenset[str] = frozenset({"invoke_overhead"})
+
+
+def fitting_samples(
+    samples: Sequence[Mapping[str, Any]],
+    max_canary_ratio: float | None = DEFAULT_MAX_CANARY_RATIO,
+) -> tuple[list[Mapping[str, Any]], dict[str, int], dict[str, dict[str, float]]]:
+    """The samples a fit uses: the disturbed ones left out (:func:`quiet_samples`), then a
+    configuration measured again counted once, with its fastest label (:func:`fastest_per_config`).
+    Returns them, the disturbed count per op type and the retimed summary."""
+    kept, disturbed = quiet_samples(samples, max_canary_ratio)
+    kept, retimed = fastest_per_config(kept)
+    return kept, disturbed, retimed
 
 
 def fastest_per_config(
