@@ -457,8 +457,8 @@ def streamed_step_bytes(
     they stay there; past it each step evicts what the next one needs, so every step reads them
     all again (on the third development VM, 2 MiB L2: LSTM and GRU layers with 2.1-6.3 MB of
     weights ran 32-48 ps per weight byte and step, 2-3x the FLOP rate of those within it, which
-    their trees had under-predicted by 54-67%). ``seq_len * param_bytes`` for an LSTM or GRU whose
-    ``param_bytes`` exceed ``cache_bytes``; 0 otherwise, or when the cache is unknown.
+    their trees had under-predicted by 54-60% on average). ``seq_len * param_bytes`` for an LSTM
+    or GRU whose ``param_bytes`` exceed ``cache_bytes``; 0 otherwise, or when the cache is unknown.
     """
     if op_type not in _RECURRENT or cache_bytes is None:
         return 0.0
