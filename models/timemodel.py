@@ -1557,6 +1557,7 @@ def fit_device_model(
     seed: int = 0,
     cv_repeats: int = 1,
     max_canary_ratio: float | None = DEFAULT_MAX_CANARY_RATIO,
+    keep_predictions: bool = False,
 ) -> tuple[DeviceTimeModel, dict[str, Any]]:
     """Fit one tree per op type on Sample dicts and cross-validate it.
 
@@ -1581,6 +1582,9 @@ def fit_device_model(
     averages: one split of 280 samples moved the depthwise CV MAPE between 7.7% and 9.6% with the
     seed (2500 stored samples), more than most model changes it is meant to judge. The per-split
     figures are kept as ``cv_mape_splits``; ``within_10pct`` and ``cv_mape_inliers`` use the first.
+    ``keep_predictions`` also keeps the first split's out-of-fold prediction of every sample, as
+    ``cv_predictions``: ``[{"config", "measured_ms", "predicted_ms"}]`` (both with the overhead;
+    ``config`` as fitted, i.e. the dense one of a conv fitted as dense).
     """
     _check_variant(variant)
     samples, disturbed, retimed = fitting_samples(samples, max_canary_ratio)
@@ -1640,6 +1644,13 @@ def fit_device_model(
             "within_10pct": float(np.mean(rel <= 0.10)),
             "samples": len(own),
         }
+        if keep_predictions:
+            per_op[op_type]["cv_predictions"] = [
+                {"config": dict(s.get("config", {})), "measured_ms": float(m), "predicted_ms": p}
+                for s, m, p in zip(
+                    own, measured, (np.maximum(splits[0], 0.0) + overhead).tolist(), strict=True
+                )
+            ]
         tree, step_rate = fit_op(
             op_type,
             X,
