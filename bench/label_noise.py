@@ -14,13 +14,15 @@ Each op type is also split into quartiles of its working set (input + output + p
 ops whose tensors fit the caches re-measure far closer than those that spill them.
 
 Reads the samples from the farm's PostgreSQL (``--start`` runs ``fdiot up`` for the run; leave no
-campaign running, as the agent measures on the same reserved core). Prints a table and writes
+campaign running, as the agent measures on the same reserved core), or from a campaign dump
+(``--samples``, ``python -m bench.pooled_cv --dump``; no farm needed). Prints a table and writes
 ``bench/results/label_noise.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -95,6 +97,15 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 }
             )
         out[op_type] = {"shift": shift, **_stats(ratios, shift), "quartiles": quartiles}
+        # Convolutions also by kernel: a 1x1 kernel runs as a GEMM, the others through IGEMM.
+        kernels: dict[str, list[float]] = {}
+        for r, ratio in zip(own, ratios, strict=True):
+            config = r.get("config") or {}
+            if op_type == "conv2d" and "kw" in config:
+                pointwise = int(config.get("kh", 0)) == 1 and int(config["kw"]) == 1
+                kernels.setdefault("1x1" if pointwise else "kxk", []).append(ratio)
+        if kernels:
+            out[op_type]["kernels"] = {k: _stats(v, shift) for k, v in sorted(kernels.items())}
     return out
 
 
@@ -135,6 +146,9 @@ def print_table(summary: Mapping[str, Any], cv_mape: Mapping[str, float]) -> Non
         for q in s["quartiles"]:
             span = f"{_mb(q['working_set_bytes_min'])}-{_mb(q['working_set_bytes_max'])}"
             print(f"{'':<18}{span:>18}{q['n']:>5}{q['re_mape']:>9.1%}{q['label_noise']:>8.1%}")
+        for kernel, k in s.get("kernels", {}).items():
+            print(f"{'':<18}{kernel + ' kernels':>18}{k['n']:>5}{k['re_mape']:>9.1%}"
+                  f"{k['label_noise']:>8.1%}")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,15 +161,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-ms", type=float, default=DEFAULT_MAX_MS)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start", action="store_true", help="run `fdiot up` for the benchmark")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        help="a campaign dump (python -m bench.pooled_cv --dump) to draw from instead of the farm",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "label_noise.json")
     args = parser.parse_args(argv)
-    farm: subprocess.Popen[bytes] | None = start_farm(None) if args.start else None
-    try:
-        stored = fetch_samples(args.device)
-        cv_mape = _latest_cv_mape(args.device)
-    finally:
-        if farm is not None:
-            stop_farm(farm)
+    if args.samples is not None:
+        stored = json.loads(args.samples.read_text())
+        cv_mape: dict[str, float] = {}
+    else:
+        farm: subprocess.Popen[bytes] | None = start_farm(None) if args.start else None
+        try:
+            stored = fetch_samples(args.device)
+            cv_mape = _latest_cv_mape(args.device)
+        finally:
+            if farm is not None:
+                stop_farm(farm)
     if not stored:
         parser.error(f"device {args.device} has no stored samples")
     chosen = pick(stored, args.op_types, args.per_op, args.max_ms, args.seed)
@@ -166,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {
         "device": args.device,
         "stored_samples": len(stored),
+        "samples_file": None if args.samples is None else str(args.samples),
         "cv_mape_latest_version": cv_mape,
         "summary": summary,
         "rows": rows,

@@ -44,3 +44,65 @@ def test_pick_draws_quiet_samples_under_the_time_limit_per_op_type():
     assert sum(s["op_type"] == "conv2d" for s in chosen) == 5  # not the 50 ms, not the disturbed
     assert sum(s["op_type"] == "add" for s in chosen) == 3
     assert len(pick(samples, ["conv2d"], per_op=2, max_ms=20.0, seed=0)) == 2
+
+
+def test_draws_from_a_campaign_dump_without_the_farm(tmp_path, monkeypatch):
+    import json
+
+    from bench import label_noise
+
+    stored = [
+        {
+            "op_type": "conv2d",
+            "config": {"i": i},
+            "features": {"input_bytes": 1e3 * (i + 1)},
+            "latency": {"median_ms": 1.0},
+            "environment": {"quiet": True},
+        }
+        for i in range(8)
+    ]
+    dump = tmp_path / "campaign.json"
+    dump.write_text(json.dumps(stored))
+
+    def no_farm(*_args, **_kwargs):
+        raise AssertionError("the farm is not asked when a dump is given")
+
+    measured = []
+
+    def remeasure(samples):
+        measured.extend(samples)
+        return [
+            {
+                "op_type": s["op_type"],
+                "config": s["config"],
+                "working_set_bytes": 1e3,
+                "stored_ms": 1.0,
+                "remeasured_ms": 1.1,
+            }
+            for s in samples
+        ]
+
+    monkeypatch.setattr(label_noise, "fetch_samples", no_farm)
+    monkeypatch.setattr(label_noise, "start_farm", no_farm)
+    monkeypatch.setattr(label_noise, "remeasure", remeasure)
+    out = tmp_path / "noise.json"
+    argv = ["--samples", str(dump), "--op-types", "conv2d", "--per-op", "5", "--out", str(out)]
+    assert label_noise.main(argv) == 0
+    assert len(measured) == 5
+    document = json.loads(out.read_text())
+    assert document["samples_file"] == str(dump)
+    assert document["stored_samples"] == 8
+    assert document["summary"]["conv2d"]["shift"] == pytest.approx(1.1)
+
+
+def test_convolutions_are_also_summarized_by_kernel():
+    rows = [
+        {**_row(1e3, 1.0, 1.0), "config": {"kh": 1, "kw": 1}},
+        {**_row(2e3, 1.0, 1.2), "config": {"kh": 1, "kw": 1}},
+        {**_row(3e3, 1.0, 1.0), "config": {"kh": 3, "kw": 3}},
+    ]
+    kernels = summarize(rows)["conv2d"]["kernels"]
+    assert kernels["1x1"]["n"] == 2 and kernels["kxk"]["n"] == 1
+    assert kernels["1x1"]["re_mape"] == pytest.approx(0.1)
+    assert kernels["kxk"]["re_mape"] == pytest.approx(0.0)
+    assert "kernels" not in summarize([_row(1e3, 1.0, 1.0, op="add")])["add"]
