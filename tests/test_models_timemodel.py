@@ -34,6 +34,7 @@ from models.timemodel import (
     op_feature_vector,
     quiet_samples,
     robust_weights,
+    strided_pointwise,
     tap_steps,
     uses_narrow_gemm,
 )
@@ -501,15 +502,23 @@ def test_one_slow_chain_probe_does_not_set_the_curve_where_it_lies(samples):
     networks of 1.2-2.2 MB under the least-squares curve."""
     model, _ = fit_device_model([*samples, *_dense_samples()], cv=2)
     assert model.cache_bytes is not None
+
+    def jittered(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # 0.3% of timing noise: on probes exactly on the ramp the residuals' MAD is rounding
+        # error, and whether a probe beside the slow one is set aside would be too.
+        for i, probe in enumerate(probes):
+            probe["latency"]["median_ms"] *= 1.0 + 0.003 * np.sin(7.0 * i)
+        return probes
+
     clean, singles = _chain_extra_probes(model)
-    fitted = estimate_chain_extra(clean, model, singles)
+    fitted = estimate_chain_extra(jittered(clean), model, singles)
     top = max(fitted["param_bytes"])
     probes, singles = _chain_extra_probes(model, outlier_bytes=top)
-    fitted_odd = estimate_chain_extra(probes, model, singles)
+    fitted_odd = estimate_chain_extra(jittered(probes), model, singles)
     knots, ratios = fitted_odd["param_bytes"], fitted_odd["ratio"]
     at_top = float(np.interp(top, knots, ratios))
     assert fitted_odd["probes_set_aside"] == 1 and fitted["probes_set_aside"] == 0
-    assert at_top == pytest.approx(_true_extra(top), abs=1e-3)  # the ramp of the clean probes
+    assert at_top == pytest.approx(_true_extra(top), abs=5e-3)  # the ramp of the clean probes
     without_pass = chain_extra_from_probes(
         chain_probe_times(probes, model, singles), model, robust=False
     )
@@ -872,6 +881,53 @@ def test_tree_learns_a_cost_per_kernel_step():
     _, paper = fit_device_model(samples, variant="paper", cv=3)
     assert tiled["per_op_type"]["conv2d"]["cv_mape"] < 0.03
     assert tiled["per_op_type"]["conv2d"]["cv_mape"] < paper["per_op_type"]["conv2d"]["cv_mape"]
+
+
+def test_strided_pointwise_flops_feature():
+    col = {n: i for i, n in enumerate(feature_names("conv2d"))}
+    base = {"h": 28, "w": 28, "cin": 32, "cout": 48, "kh": 1, "kw": 1, "padding": "same"}
+
+    def value(**config: int) -> float:
+        return float(
+            op_feature_vector("conv2d", {**base, **config})[col["strided_pointwise_flops"]]
+        )
+
+    strided = {**base, "stride": 2}
+    assert value(stride=2) == cost_features("conv2d", strided)["flops"] > 0
+    assert strided_pointwise(strided)
+    assert value(stride=1) == 0.0  # a plain GEMM
+    assert value(stride=2, kh=3, kw=3) == 0.0  # IGEMM like any kxk conv
+    assert "strided_pointwise_flops" not in feature_names("conv2d", "paper")
+    assert "strided_pointwise_flops" not in feature_names("depthwise_conv2d")
+
+
+def test_tree_prices_strided_pointwise_convs_apart_from_the_plain_gemm():
+    # Few 1x1 convs with a stride (fewer than a leaf needs) among many without, running 1.6x the
+    # ms per FLOP (XNNPACK's IGEMM path against its GEMM; on the third VM they came out 14% slower
+    # than predicted). Without the strided_pointwise_flops term they are off by 21%.
+    rng = np.random.default_rng(11)
+    samples = []
+    for i in range(260):
+        stride = 2 if i % 20 == 0 else 1
+        config: dict[str, Any] = {
+            "h": int(rng.integers(7, 96)), "w": int(rng.integers(7, 96)),
+            "kh": 1, "kw": 1, "stride": stride, "padding": "same",
+            "cin": int(rng.integers(16, 256)), "cout": int(rng.integers(16, 256)),
+            "activation": "none",
+        }  # fmt: skip
+        f = cost_features("conv2d", config)
+        rate = 1.6 if stride > 1 else 1.0
+        ms = OVERHEAD_MS + rate * 0.05e-6 * f["flops"] + 2e-8 * f["output_bytes"]
+        samples.append({"op_type": "conv2d", "config": config, "features": f,
+                        "latency": {"median_ms": ms * rng.normal(1.0, 0.01)}})  # fmt: skip
+    samples += [{"op_type": "invoke_overhead", "config": {}, "latency": {"median_ms": OVERHEAD_MS}}]
+    _, metrics = fit_device_model(samples, cv=3, keep_predictions=True)
+    rows = metrics["per_op_type"]["conv2d"]["cv_predictions"]
+    strided = [
+        abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in rows if r["config"]["stride"] > 1
+    ]
+    assert len(strided) == 13
+    assert np.mean(strided) < 0.05
 
 
 def test_tree_learns_the_narrow_gemm_kernel():
