@@ -44,6 +44,7 @@ from models.timemodel import (
     as_dense_sample,
     fit_device_model,
     fitting_samples,
+    is_pointwise,
     sample_latency_ms,
 )
 from server.jobs.planning import OVERHEAD_OP_TYPE
@@ -63,8 +64,7 @@ def group_of(op_type: str, config: Mapping[str, Any]) -> str:
     """The row an op falls in: its op type, with conv2d split into 1x1 kernels and the rest."""
     if op_type != "conv2d":
         return op_type
-    pointwise = int(config.get("kh", 0)) == 1 and int(config.get("kw", 0)) == 1
-    return "conv2d/1x1" if pointwise else "conv2d/kxk"
+    return "conv2d/1x1" if is_pointwise(config) else "conv2d/kxk"
 
 
 def fitted_labels(samples: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], float]:

@@ -38,7 +38,7 @@ from bench import write_results
 from bench.accuracy import fetch_samples, start_farm, stop_farm
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
-from models.timemodel import quiet_samples, sample_latency_ms, working_set_bytes
+from models.timemodel import is_pointwise, quiet_samples, sample_latency_ms, working_set_bytes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected")
@@ -102,8 +102,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for r, ratio in zip(own, ratios, strict=True):
             config = r.get("config") or {}
             if op_type == "conv2d" and "kw" in config:
-                pointwise = int(config.get("kh", 0)) == 1 and int(config["kw"]) == 1
-                kernels.setdefault("1x1" if pointwise else "kxk", []).append(ratio)
+                kernels.setdefault("1x1" if is_pointwise(config) else "kxk", []).append(ratio)
         if kernels:
             out[op_type]["kernels"] = {k: _stats(v, shift) for k, v in sorted(kernels.items())}
     return out

@@ -227,6 +227,11 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     return names
 
 
+def is_pointwise(config: Mapping[str, Any]) -> bool:
+    """Whether a convolution has a 1x1 kernel (a GEMM over its pixels)."""
+    return int(config.get("kh", 0)) == 1 and int(config.get("kw", 0)) == 1
+
+
 def strided_pointwise(config: Mapping[str, Any]) -> bool:
     """Whether a conv2d is a 1x1 convolution with a stride above 1.
 
@@ -239,11 +244,7 @@ def strided_pointwise(config: Mapping[str, Any]) -> bool:
     MAPE of conv2d, 3 splits each, on that VM's three stored campaigns: 6.62 -> 5.95%,
     7.16 -> 6.78%, 6.34 -> 5.95%.
     """
-    return (
-        int(config.get("kh", 0)) == 1
-        and int(config.get("kw", 0)) == 1
-        and int(config.get("stride", 1)) > 1
-    )
+    return is_pointwise(config) and int(config.get("stride", 1)) > 1
 
 
 def tap_steps(op_type: str, config: Mapping[str, Any]) -> int:
