@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import write_results
+from models.opspace import config_key
 from models.timemodel import (
     as_dense_sample,
     fit_device_model,
@@ -55,11 +56,6 @@ JSON = dict[str, Any]
 DEFAULT_OP_TYPES = ("conv2d", "depthwise_conv2d", "fully_connected")
 
 
-def config_key(config: Mapping[str, Any]) -> str:
-    """One configuration as a hashable, order-independent key."""
-    return json.dumps(dict(config), sort_keys=True)
-
-
 def group_of(op_type: str, config: Mapping[str, Any]) -> str:
     """The row an op falls in: its op type, with conv2d split into 1x1 kernels and the rest."""
     if op_type != "conv2d":
@@ -67,10 +63,16 @@ def group_of(op_type: str, config: Mapping[str, Any]) -> str:
     return "conv2d/1x1" if is_pointwise(config) else "conv2d/kxk"
 
 
-def fitted_labels(samples: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
+# (op type as fitted, models.opspace.config_key of its config)
+Key = tuple[str, tuple[tuple[str, Any], ...]]
+# measured ms, out-of-fold predicted ms, config
+Prediction = tuple[float, float, dict[str, Any]]
+
+
+def fitted_labels(samples: Sequence[Mapping[str, Any]]) -> dict[Key, float]:
     """(op type as fitted, config key) -> the label the fit uses (ms, with the overhead)."""
     kept, _, _ = fitting_samples(samples)
-    labels: dict[tuple[str, str], float] = {}
+    labels: dict[Key, float] = {}
     for sample in kept:
         moved = as_dense_sample(sample)
         key = (str(moved["op_type"]), config_key(moved.get("config", {})))
@@ -80,23 +82,20 @@ def fitted_labels(samples: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str],
 
 def out_of_fold(
     samples: Sequence[Mapping[str, Any]], op_types: Sequence[str], cv: int
-) -> dict[str, JSON]:
-    """The fit worker's cross-validation of ``op_types``: per op type, its CV MAPE and each
-    sample's out-of-fold prediction keyed by config."""
+) -> dict[str, dict[tuple[tuple[str, Any], ...], Prediction]]:
+    """The fit worker's cross-validation of ``op_types``: per op type, each sample's measured
+    and out-of-fold predicted latency (ms) and its config, keyed by config."""
     wanted = set(op_types) | {OVERHEAD_OP_TYPE}
     # Dense-equivalent convs are fitted with fully_connected: keep them when that is asked for.
     own = [s for s in samples if s["op_type"] in wanted or as_dense_sample(s)["op_type"] in wanted]
     _, metrics = fit_device_model(own, cv=cv, keep_predictions=True)
-    out: dict[str, JSON] = {}
+    out: dict[str, dict[tuple[tuple[str, Any], ...], Prediction]] = {}
     for op_type in op_types:
         per_op = metrics["per_op_type"].get(op_type) or {}
         rows = per_op.get("cv_predictions") or []
         out[op_type] = {
-            "cv_mape": per_op.get("cv_mape"),
-            "predictions": {
-                config_key(r["config"]): (r["measured_ms"], r["predicted_ms"], r["config"])
-                for r in rows
-            },
+            config_key(r["config"]): (r["measured_ms"], r["predicted_ms"], r["config"])
+            for r in rows
         }
     return out
 
@@ -121,21 +120,16 @@ def agreement_rows(
                 continue
             groups: dict[str, dict[str, list[float]]] = {}
             for op_type in op_types:
-                cv_rows = fitted[op_type]["predictions"]
-                for key, (measured, predicted, config) in cv_rows.items():
-                    other = labels[name_b].get((op_type, key))
-                    if other is None:
-                        continue
+                for key, (measured, predicted, config) in fitted[op_type].items():
                     group = groups.setdefault(
                         group_of(op_type, config), {"ratio": [], "model": [], "all": []}
                     )
-                    group["ratio"].append(other / measured)
-                    group["model"].append(abs(predicted / measured - 1.0))
-                for measured, predicted, config in cv_rows.values():
-                    group_all = groups.setdefault(
-                        group_of(op_type, config), {"ratio": [], "model": [], "all": []}
-                    )
-                    group_all["all"].append(abs(predicted / measured - 1.0))
+                    error = abs(predicted / measured - 1.0)
+                    group["all"].append(error)
+                    other = labels[name_b].get((op_type, key))
+                    if other is not None:
+                        group["ratio"].append(other / measured)
+                        group["model"].append(error)
             for group_name, values in sorted(groups.items()):
                 ratios = values["ratio"]
                 shift = statistics.median(ratios) if ratios else 1.0
