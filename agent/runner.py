@@ -15,18 +15,21 @@ and keep the median one, so that one attempt timed during a short slow spell of 
 the label.
 
 Each timed attempt is preceded by a **canary**: a fixed small conv timed for ``canary_runs``
-invokes in the same child. Its median over a quantile (the 25%,
-:data:`models.timemodel.CANARY_REFERENCE_QUANTILE`) of the medians the runner has seen is the
-attempt's ``canary_ratio``, stored with the sample; above ``max_canary_ratio`` the host was slowed
-from outside (on this 2-core VM: a fit running on the other core, other tenants). The ratio is not
-divided out of the label: re-measured later, samples timed under a slow canary had slowed far less
-than it (``bench/canary.py``). The child also reports its CPU time over the timed runs: a
-``cpu_share`` below ``min_cpu_share`` of the wall time means another process ran on the measurement
-core (the canary's 10 ms can fall between two of its time slices). Either way the attempt is
-*disturbed*: it is measured again, op samples at once (the child's wait for a quiet canary is their
-pause), networks after ``network_disturbed_pause_s`` doubled at each attempt, and the kept attempt
-is the quietest. A sample still disturbed after every attempt is stored with ``quiet=False`` in its
-environment, and the fitter leaves it out.
+invokes in the same child. Its median over the host's current speed state (the median of the
+latest ``speed_state_canaries`` canary medians; before there are that many, a quantile, the 25%
+:data:`models.timemodel.CANARY_REFERENCE_QUANTILE`, of all the runner has seen) is the attempt's
+``canary_ratio``, stored with the sample with its ``canary_ms``; above ``max_canary_ratio`` the
+host was slowed from outside (on this 2-core VM: a fit running on the other core, other tenants).
+A host that changes speed as a whole for minutes (a lower clock) is a new state, not a
+disturbance: the fitter carries such labels to the reference speed by their state's canary level
+(:func:`models.timemodel.quiet_samples`); a short slow spell is not divided out, since samples
+timed in one had slowed far less than their canary (``bench/canary.py``). The child also reports
+its CPU time over the timed runs: a ``cpu_share`` below ``min_cpu_share`` of the wall time means
+another process ran on the measurement core (the canary's 10 ms can fall between two of its time
+slices). Either way the attempt is *disturbed*: it is measured again, op samples at once (the
+child's wait for a quiet canary is their pause), networks after ``network_disturbed_pause_s``
+doubled at each attempt, and the kept attempt is the quietest. A sample still disturbed after every
+attempt is stored with ``quiet=False`` in its environment, and the fitter leaves it out.
 
 Each measurement runs in :class:`MeasurementChild`, a long-lived ``python -m agent._measure_child``
 process pinned to one core (``settings.core``, default the host's last core) with its address
@@ -102,7 +105,7 @@ class LatencyStats:
     attempts: int = 1  # timed attempts made: 1 + re-measurements
     drift: float | None = None
     stable: bool = True
-    # Canary median / the lowest canary median seen: 1.0 on a quiet host; None without a canary.
+    # Canary median / the speed state's (state_canary_ms): 1.0 on a quiet host; None without one.
     canary_ratio: float | None = None
     # This process's CPU time / wall time over the timed runs (below 1: the core was shared).
     cpu_share: float | None = None
@@ -115,6 +118,10 @@ class LatencyStats:
     # fitter can judge it against the device's quietest canary over all samples, not only the
     # quietest this runner had seen when it timed the sample (``quiet_samples``).
     canary_ms: float | None = None
+    # The canary (ms) the attempt was judged against: the host's speed state then
+    # (MeasurementChild.state_reference_ms). A network's prediction is scaled by it over the
+    # model's reference_canary_ms to the speed it was timed at (bench/accuracy.py).
+    state_canary_ms: float | None = None
     # Wall time (s) of the whole measurement: every attempt with its canary wait and any pause
     # between attempts; what the sample cost the device, beside the kept attempt's timed runs.
     measure_s: float | None = None
@@ -136,6 +143,7 @@ class LatencyStats:
             "attempts": self.attempts,
             "canary_polls": self.canary_polls,
             "canary_ms": self.canary_ms,
+            "state_canary_ms": self.state_canary_ms,
             "measure_s": self.measure_s,
         }
 
@@ -233,12 +241,27 @@ class MeasurementChild:
         self._stderr_mark = 0
         # The canary medians (ms) seen by this runner, latest last; kept across child restarts.
         self.canaries_ms: collections.deque[float] = collections.deque(maxlen=CANARY_HISTORY)
+        # The latest few, for the speed state the host is in now (settings.speed_state_canaries).
+        self.recent_canaries_ms: collections.deque[float] = collections.deque(
+            maxlen=max(self.settings.speed_state_canaries, 0)
+        )
 
     @property
     def canary_reference_ms(self) -> float | None:
         """The quiet-host canary (ms) of those seen (:func:`models.timemodel.canary_reference_ms`,
         as the fitter's floor)."""
         return canary_reference_ms(self.canaries_ms)
+
+    @property
+    def state_reference_ms(self) -> float | None:
+        """The canary (ms) an attempt is judged and waited against: the median of the latest
+        ``speed_state_canaries`` when there are that many (the speed state the host is in now),
+        else :attr:`canary_reference_ms`. A state lasting half the window becomes the reference,
+        a shorter spike does not (see ``speed_state_canaries`` in fdiot/settings.py)."""
+        recent = self.recent_canaries_ms
+        if recent.maxlen and len(recent) == recent.maxlen:
+            return float(np.median(recent))
+        return self.canary_reference_ms
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -399,9 +422,10 @@ class MeasurementChild:
             "min_time_s": self.settings.min_time_s,
             "canary_runs": self.settings.canary_runs,
         }
-        if self.canary_reference_ms is not None and self.settings.canary_wait_s > 0:
+        reference_ms = self.state_reference_ms
+        if reference_ms is not None and self.settings.canary_wait_s > 0:
             # Wait in the child for a canary this quiet before timing (see _measure_child).
-            limit_ms = self.canary_reference_ms * self.settings.max_canary_ratio
+            limit_ms = reference_ms * self.settings.max_canary_ratio
             header["canary_max_ns"] = int(limit_ms * 1e6)
             header["canary_wait_s"] = self.settings.canary_wait_s
             header["canary_min_cpu_share"] = self.settings.min_cpu_share
@@ -438,7 +462,8 @@ class MeasurementChild:
         reference_ms = None
         if canary_ms:
             self.canaries_ms.extend(canary_ms)
-            reference_ms = self.canary_reference_ms
+            reference_ms = self.state_reference_ms
+            self.recent_canaries_ms.extend(canary_ms)
         if reference_ms is not None:
             canary_ratio = max(canary_ms) / reference_ms
         wall_ns = int(reply.get("wall_ns") or 0)
@@ -454,6 +479,7 @@ class MeasurementChild:
             quiet=quiet,
             canary_polls=None if polls is None else int(polls),
             canary_ms=max(canary_ms) if canary_ms else None,
+            state_canary_ms=reference_ms,
         )
 
     def _receive(self, timeout_s: float, *, what: str) -> dict[str, Any]:

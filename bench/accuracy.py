@@ -97,6 +97,9 @@ class NetworkResult:
     measurement: dict[str, Any] = field(default_factory=dict)
     # Median latency (ms) of each round, in round order; measured_ms is the fastest of them.
     rounds_ms: list[float] = field(default_factory=list)
+    # The speed the fastest round ran at against the model's reference speed
+    # (models.timemodel.speed_at): every prediction above is scaled by it.
+    speed: float = 1.0
 
     @property
     def error_pct(self) -> float | None:
@@ -240,31 +243,40 @@ def _network_result(
     baselines: Mapping[str, Any],
     measurement: Mapping[str, Any] | None = None,
     rounds_ms: Sequence[float] = (),
+    reference_canary_ms: float | None = None,
 ) -> NetworkResult:
     """One zoo network's result from its measured latency (ms) and our prediction; prints a line.
 
     ``counts`` is :func:`op_counts`' answer; ``prediction`` a NetworkPrediction or the API's
-    mapping (both paths share this so the online and offline results read the same).
+    mapping (both paths share this so the online and offline results read the same). The model
+    predicts the device at its reference speed (``reference_canary_ms``, a model metric); every
+    prediction, baselines included, is scaled to the speed state the network was timed in
+    (:func:`models.timemodel.speed_at`); ``ours_reference_speed`` is ours unscaled.
     """
+    from models.timemodel import speed_at
+
     op_counts_, fallback_ops = counts
+    speed = speed_at(measurement, reference_canary_ms)
     result = NetworkResult(
         name=name,
         family=zoo.NETWORKS[name].family,
         measured_ms=measured_ms,
         p10_ms=p10_ms,
         p90_ms=p90_ms,
-        predicted_ms=_total_ms(prediction),
-        predicted_by_op_type_ms=by_op_type_ms(prediction),
+        predicted_ms=_total_ms(prediction) * speed,
+        predicted_by_op_type_ms={k: v * speed for k, v in by_op_type_ms(prediction).items()},
         # Ablation: the same model without its reload terms (the reload rate of networks beyond
         # the cache and the chain-extra curve of networks within it; the DRAM floor stays).
         baselines_ms={
-            **predict_baselines(baselines, flatbuffer),
-            "ours_no_reload": _total_ms(prediction) - reload_ms(prediction),
+            **{k: v * speed for k, v in predict_baselines(baselines, flatbuffer).items()},
+            "ours_no_reload": (_total_ms(prediction) - reload_ms(prediction)) * speed,
+            "ours_reference_speed": _total_ms(prediction),
         },
         op_counts=op_counts_,
         fallback_ops=fallback_ops,
         measurement=dict(measurement or {}),
         rounds_ms=list(rounds_ms) or [measured_ms],
+        speed=speed,
     )
     console.print(
         f"  {name}: measured {result.measured_ms:.2f} ms "
@@ -343,6 +355,7 @@ def report(
     table.add_column("ours ms", justify="right")
     table.add_column("ours err %", justify="right")
     table.add_column("canary", justify="right")
+    table.add_column("speed", justify="right")
     table.add_column("rounds spread %", justify="right")
     for name in baseline_names:
         table.add_column(f"{name} err %", justify="right", overflow="fold")
@@ -354,6 +367,7 @@ def report(
             "-" if r.predicted_ms is None else f"{r.predicted_ms:.2f}",
             _fmt_pct(r.error_pct),
             _fmt_canary(r.measurement),
+            f"{r.speed:.2f}",
             "-" if r.rounds_spread_pct is None else f"{r.rounds_spread_pct:.1f}",
         ]
         cells += [
@@ -715,7 +729,14 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                             "p90_ms": latency.get("p90_ms"),
                             **{
                                 k: environment.get(k)
-                                for k in ("quiet", "canary_ratio", "cpu_share", "attempts")
+                                for k in (
+                                    "quiet",
+                                    "canary_ratio",
+                                    "cpu_share",
+                                    "attempts",
+                                    "canary_ms",
+                                    "state_canary_ms",
+                                )
                             },
                         },
                     )
@@ -739,6 +760,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                     baselines=baselines,
                     measurement=measurement,
                     rounds_ms=rounds_ms,
+                    reference_canary_ms=(model.get("metrics") or {}).get("reference_canary_ms"),
                 )
             )
 
@@ -936,6 +958,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 baselines=baselines,
                 measurement=measurement.get("quality"),
                 rounds_ms=rounds_ms,
+                reference_canary_ms=metrics.get("reference_canary_ms"),
             )
             results.append(result)
     run: JSON = {

@@ -5,6 +5,11 @@ time. Re-measuring a random subset of a device's stored samples now, with the sa
 (:class:`agent.runner.MeasurementChild`), shows how far a label moves on its own:
 
 - ``shift``: the median of re-measured / stored, the host's speed now against campaign time;
+- ``canary_shift``: the median of the canary (a fixed conv, timed around each attempt) now
+  against the one stored with the sample: the same speed change as seen by the canary. When the
+  two agree for every op type, a label can be carried to another host speed by its canary;
+- ``normalised_re_mape``: mean ``|ratio / canary ratio - 1|``, how far a label moves once each
+  sample's own canary ratio (not the op type's median) is divided out;
 - ``re_mape``: mean ``|ratio / shift - 1|``, how far one label moves once that shift is removed;
 - ``label_noise``: ``re_mape / sqrt(2)``, the noise of one measurement if the stored and the new
   one are independent and equally noisy (for normal errors ``E|X - Y| = sqrt(2) E|X|``). A model
@@ -97,6 +102,16 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 }
             )
         out[op_type] = {"shift": shift, **_stats(ratios, shift), "quartiles": quartiles}
+        canary_ratios = [
+            float(r["remeasured_canary_ms"]) / float(r["stored_canary_ms"])
+            for r in own
+            if r.get("remeasured_canary_ms") and r.get("stored_canary_ms")
+        ]
+        if len(canary_ratios) == len(own):
+            out[op_type]["canary_shift"] = statistics.median(canary_ratios)
+            out[op_type]["normalised_re_mape"] = statistics.fmean(
+                abs(r / c - 1.0) for r, c in zip(ratios, canary_ratios, strict=True)
+            )
         # Convolutions also by kernel: a 1x1 kernel runs as a GEMM, the others through IGEMM.
         kernels: dict[str, list[float]] = {}
         for r, ratio in zip(own, ratios, strict=True):
@@ -117,13 +132,16 @@ def remeasure(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     with MeasurementChild(settings) as child:
         for i, sample in enumerate(samples, 1):
             model = build_op_model(sample["op_type"], sample["config"])
+            stats = child.measure(model)
             rows.append(
                 {
                     "op_type": sample["op_type"],
                     "config": sample["config"],
                     "working_set_bytes": working_set_bytes(sample.get("features") or {}),
                     "stored_ms": sample_latency_ms(sample),
-                    "remeasured_ms": child.measure(model).median_ms,
+                    "remeasured_ms": stats.median_ms,
+                    "stored_canary_ms": (sample.get("environment") or {}).get("canary_ms"),
+                    "remeasured_canary_ms": stats.canary_ms,
                 }
             )
             if i % 20 == 0:
@@ -140,8 +158,14 @@ def print_table(summary: Mapping[str, Any], cv_mape: Mapping[str, float]) -> Non
     for op_type, s in summary.items():
         cv = cv_mape.get(op_type)
         cv_text = f"{cv:.1%}" if cv is not None else "-"
+        canary = (
+            f", canary {s['canary_shift'] - 1:+.1%}, normalised re-MAPE "
+            f"{s['normalised_re_mape']:.1%}"
+            if "canary_shift" in s
+            else ""
+        )
         print(f"{op_type:<18}{'all':>18}{s['n']:>5}{s['re_mape']:>9.1%}{s['label_noise']:>8.1%}"
-              f"{cv_text:>9}   (shift {s['shift'] - 1:+.1%})")  # fmt: skip
+              f"{cv_text:>9}   (shift {s['shift'] - 1:+.1%}{canary})")  # fmt: skip
         for q in s["quartiles"]:
             span = f"{_mb(q['working_set_bytes_min'])}-{_mb(q['working_set_bytes_max'])}"
             print(f"{'':<18}{span:>18}{q['n']:>5}{q['re_mape']:>9.1%}{q['label_noise']:>8.1%}")

@@ -143,6 +143,15 @@ class Settings(BaseSettings):
     canary_runs: int = 20
     max_canary_ratio: float = 1.1
     canary_wait_s: float = 3.0
+    # Canary medians (two per attempt) whose median is the speed state attempts are judged and
+    # waited against (agent/runner.py state_reference_ms); 0 judges against the long-run reference
+    # only. Why: on the fourth development VM (AMD EPYC family 23, 2026-12-01) the host slowed
+    # 16% as a whole at 11:22 and stayed so; against the long-run reference every attempt after
+    # waited the full canary_wait_s and was flagged, 2.46 attempts and 39 canary polls per sample,
+    # about 6 samples a minute instead of ~100, and the budget skipped 68 of 77 jobs. 30 canaries
+    # are 15 attempts: a state holding for about 8 attempts becomes the reference, a shorter
+    # spike does not.
+    speed_state_canaries: int = Field(default=30, ge=0)
     # Also disturbed: the measuring process got less than this share of its core during the timed
     # runs (another process shared the core: 0.50 measured with a busy loop on it, 1.000 quiet).
     min_cpu_share: float = 0.95

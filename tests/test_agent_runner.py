@@ -138,6 +138,7 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
         "attempts",
         "canary_polls",
         "canary_ms",
+        "state_canary_ms",
         "measure_s",
     }
     assert stats.measure_s is not None and stats.measure_s > 0
@@ -147,6 +148,7 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
     # reference then: a low quantile of the canaries it had seen, all of which it keeps.
     assert stats.canary_ms is not None and stats.canary_ms in child.canaries_ms
     reference_then_ms = stats.canary_ms / stats.canary_ratio
+    assert stats.state_canary_ms == pytest.approx(reference_then_ms)
     assert min(child.canaries_ms) <= reference_then_ms * (1 + 1e-9)
     assert reference_then_ms <= max(child.canaries_ms) * (1 + 1e-9)
 
@@ -182,6 +184,34 @@ def test_a_few_minutes_in_a_faster_state_do_not_become_the_reference(settings: S
     assert reference is not None and reference >= 0.132
     limit = Settings.model_fields["max_canary_ratio"].default
     assert limit * reference >= 0.14  # the state before and after the phase is quiet again
+
+
+def test_a_steady_slower_state_becomes_the_state_attempts_are_judged_against(
+    settings: Settings,
+) -> None:
+    """Fourth development VM, 2026-12-01 11:22: the canary went from 0.43 to 0.50 ms and stayed
+    there; judged against the long-run reference every attempt waited and was flagged."""
+    runner = MeasurementChild(settings.model_copy(update={"speed_state_canaries": 30}))
+    fast = [0.43 * (1 + 0.02 * (i % 5 - 2) / 2) for i in range(400)]
+    runner.canaries_ms.extend(fast)
+    runner.recent_canaries_ms.extend(fast)
+    assert runner.state_reference_ms == pytest.approx(0.43, rel=0.03)
+    limit = Settings.model_fields["max_canary_ratio"].default
+    spike = [0.60] * 14  # seven attempts in a slow spell: under half the window
+    runner.canaries_ms.extend(spike)
+    runner.recent_canaries_ms.extend(spike)
+    assert runner.state_reference_ms == pytest.approx(0.43, rel=0.03)
+    slow = [0.50] * 16  # with the spike, most of the window is now a slower state
+    runner.canaries_ms.extend(slow)
+    runner.recent_canaries_ms.extend(slow)
+    assert runner.state_reference_ms == pytest.approx(0.50)
+    long_run_ms = runner.canary_reference_ms
+    assert long_run_ms is not None and 0.50 / long_run_ms > limit  # it would flag the state
+    # 0 turns the state off: attempts are judged against the long-run reference.
+    plain = MeasurementChild(settings.model_copy(update={"speed_state_canaries": 0}))
+    plain.canaries_ms.extend([*fast, *slow])
+    plain.recent_canaries_ms.extend([*fast, *slow])
+    assert plain.state_reference_ms == plain.canary_reference_ms
 
 
 def test_canary_above_its_limit_is_remeasured_then_flagged(

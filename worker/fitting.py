@@ -23,7 +23,7 @@ from models.opspace import (
     relative_residuals,
     retime_configs,
 )
-from models.timemodel import DeviceTimeModel, fit_device_model, quiet_samples
+from models.timemodel import DeviceTimeModel, fit_device_model, quiet_samples, speed_at
 from server.jobs.planning import CHAIN_OP_TYPE, split_adaptive_budget, with_probe_layers
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
@@ -58,9 +58,12 @@ def measured_network_ms(job: Job) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def validate_on_networks(model: DeviceTimeModel, jobs: Sequence[Job]) -> dict[str, Any]:
+def validate_on_networks(
+    model: DeviceTimeModel, jobs: Sequence[Job], reference_canary_ms: float | None = None
+) -> dict[str, Any]:
     """Measured vs predicted whole-network latency (ms) on the device's network benchmarks,
-    with the mean absolute percentage error."""
+    with the mean absolute percentage error. The prediction is at the speed each network was
+    timed at (:func:`models.timemodel.speed_at` against the model's ``reference_canary_ms``)."""
     items: list[dict[str, Any]] = []
     for job in jobs:
         measured_ms = measured_network_ms(job)
@@ -71,13 +74,15 @@ def validate_on_networks(model: DeviceTimeModel, jobs: Sequence[Job]) -> dict[st
         except TFLiteParseError:
             log.warning("network job %s no longer parses; left out of validation", job.id)
             continue
-        predicted_ms = model.predict_network(ops).total_ms
+        speed = speed_at((job.result or {}).get("environment"), reference_canary_ms)
+        predicted_ms = model.predict_network(ops).total_ms * speed
         items.append(
             {
                 "job_id": job.id,
                 "name": job.model_name,
                 "measured_ms": measured_ms,
                 "predicted_ms": predicted_ms,
+                "speed": speed,
                 "error_pct": 100.0 * abs(predicted_ms - measured_ms) / measured_ms,
             }
         )
@@ -101,7 +106,7 @@ def fit_device(session: Session, device_id: int, *, force: bool = False) -> Mode
     )
     all_metrics = dict(metrics)
     all_metrics["networks"] = validate_on_networks(
-        model, network_jobs_with_results(session, device_id)
+        model, network_jobs_with_results(session, device_id), metrics.get("reference_canary_ms")
     )
     return add_version(
         session,
