@@ -223,6 +223,8 @@ def predict_baselines(baselines: Mapping[str, Any], flatbuffer: bytes) -> dict[s
     """Each baseline's whole-network prediction (ms) for one .tflite network."""
     from models.features import parse_tflite
 
+    if not baselines:
+        return {}
     ops = parse_tflite(flatbuffer)
     return {name: _total_ms(model.predict_network(ops)) for name, model in baselines.items()}
 

@@ -58,7 +58,8 @@ def pick(
 ) -> list[Mapping[str, Any]]:  # fmt: skip
     """``per_op`` quiet samples of each op type at most ``max_ms``, drawn at random."""
     rng = random.Random(seed)
-    kept, _ = quiet_samples(samples)
+    # As timed: the labels are compared with a re-measurement, not carried to a reference speed.
+    kept, _ = quiet_samples(samples, speed_normalise=False)
     chosen: list[Mapping[str, Any]] = []
     for op_type in op_types:
         own = [s for s in kept if s["op_type"] == op_type and sample_latency_ms(s) <= max_ms]

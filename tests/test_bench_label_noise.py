@@ -29,6 +29,19 @@ def test_summary_removes_the_host_shift_and_splits_by_working_set():
     assert quartiles[3]["working_set_bytes_min"] == 9e6
 
 
+def test_summary_compares_the_labels_shift_with_the_canarys():
+    # The host slowed 16% as a whole: labels and canary move together, one label 4% more.
+    rows = [_row(1e3 * (i + 1), 1.0, 1.16) for i in range(4)] + [_row(5e3, 1.0, 1.16 * 1.04)]
+    for row in rows:
+        row.update(stored_canary_ms=0.43, remeasured_canary_ms=0.43 * 1.16)
+    result = summarize(rows)["conv2d"]
+    assert result["shift"] == pytest.approx(1.16)
+    assert result["canary_shift"] == pytest.approx(1.16)
+    assert result["normalised_re_mape"] == pytest.approx(0.04 / 5)
+    # Rows without canaries (runs before 2026-12-01) have no canary shift.
+    assert "canary_shift" not in summarize([_row(1e3, 1.0, 1.1)])["conv2d"]
+
+
 def test_pick_draws_quiet_samples_under_the_time_limit_per_op_type():
     def sample(op: str, ms: float, quiet: bool = True) -> dict[str, object]:
         return {
