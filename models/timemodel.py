@@ -461,9 +461,10 @@ def _sample_features(sample: Mapping[str, Any]) -> dict[str, float]:
 def sample_latency_ms(sample: Mapping[str, Any]) -> float:
     """The label of a Sample dict: ``latency.median_ms`` (or a flat ``median_ms``), as timed.
 
-    The canary ratio stored beside it is not divided out: re-measuring samples whose canary said
-    the core ran slow showed the ops slowed far less than the canary (``bench/canary.py``), so a
-    slow canary triggers a re-measurement, and a sample still disturbed is left out instead.
+    A sample's own canary ratio is not divided out: re-measuring samples whose canary said the
+    core ran slow showed the ops slowed far less than the canary (``bench/canary.py``), so a slow
+    canary triggers a re-measurement, and a sample still disturbed is left out instead. A steady
+    speed state of the whole host is: :func:`quiet_samples` returns copies at the reference speed.
     """
     latency = sample.get("latency")
     if isinstance(latency, Mapping):

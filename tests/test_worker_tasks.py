@@ -161,6 +161,8 @@ def test_fit_task_makes_a_model_version(
     assert [op["op_type"] for op in prediction["ops"]] == ["conv2d"]
     assert prediction["ops"][0]["predicted_ms"] > 0
     assert prediction["ops"][0]["reload_ms"] == 0.0  # a tiny network stays in the cache
+    # The speed the times are for: the model's reference canary (None without canaries).
+    assert prediction["reference_canary_ms"] == refitted["metrics"].get("reference_canary_ms")
     assert prediction["total_ms"] == pytest.approx(
         prediction["overhead_ms"] + prediction["ops"][0]["predicted_ms"]
     )

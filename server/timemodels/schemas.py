@@ -63,3 +63,8 @@ class Prediction(BaseModel):
     total_ms: float
     overhead_ms: float
     ops: list[OpPrediction]
+    # The device speed the times are for: the canary level (ms) the model's labels were carried
+    # to (models.timemodel.quiet_samples). A host timed at another speed state (a sample's or a
+    # benchmark's state_canary_ms) runs state_canary_ms / reference_canary_ms times as long.
+    # None for a model fitted before speed states.
+    reference_canary_ms: float | None = None

@@ -183,6 +183,7 @@ def predict_upload(session: Session, device_id: int, content: bytes) -> Predicti
         total_ms=predicted.total_ms,
         overhead_ms=predicted.overhead_ms,
         ops=[OpPrediction.model_validate(op.to_dict()) for op in predicted.ops],
+        reference_canary_ms=(version.metrics or {}).get("reference_canary_ms"),
     )
 
 
