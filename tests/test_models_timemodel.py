@@ -834,8 +834,12 @@ def test_one_fast_canary_does_not_set_the_campaigns_floor(samples):
         timed.append({**s, "environment": {"quiet": True, "canary_ms": canary_ms}})
     floor = canary_floor_ms(timed)
     assert floor is not None and 0.127 <= floor < 0.130
-    kept, disturbed = quiet_samples(timed)
+    kept, disturbed = quiet_samples(timed, speed_normalise=False)
     assert disturbed == {} and len(kept) == len(timed)
+    # With speed states the one fast canary is a moment off its steady state (0.108 < 0.127 / 1.1):
+    # its label's speed is unknown, so that sample alone is set aside; the rest are kept.
+    kept, disturbed = quiet_samples(timed)
+    assert disturbed == {"conv2d": 1} and len(kept) == len(timed) - 1
 
 
 def test_a_few_minutes_in_a_faster_state_do_not_set_the_campaigns_floor(samples):
