@@ -253,7 +253,8 @@ def _network_result(
     mapping (both paths share this so the online and offline results read the same). The model
     predicts the device at its reference speed (``reference_canary_ms``, a model metric); every
     prediction, baselines included, is scaled to the speed state the network was timed in
-    (:func:`models.timemodel.speed_at`); ``ours_reference_speed`` is ours unscaled.
+    (:func:`models.timemodel.speed_at`); ``ours_reference_speed`` is ours unscaled and
+    ``ours_canary_speed`` ours scaled by the network's own canary (``canary_ms``).
     """
     from models.timemodel import speed_at
 
@@ -273,6 +274,9 @@ def _network_result(
             **{k: v * speed for k, v in predict_baselines(baselines, flatbuffer).items()},
             "ours_no_reload": (_total_ms(prediction) - reload_ms(prediction)) * speed,
             "ours_reference_speed": _total_ms(prediction),
+            # Scaled by the network's own canary instead of the agent's speed state.
+            "ours_canary_speed": _total_ms(prediction)
+            * speed_at(measurement, reference_canary_ms, key="canary_ms"),
         },
         op_counts=op_counts_,
         fallback_ops=fallback_ops,

@@ -1928,11 +1928,19 @@ def at_reference_speed(sample: Mapping[str, Any], speed: float) -> dict[str, Any
     return out
 
 
-def speed_at(environment: Mapping[str, Any] | None, reference_canary_ms: float | None) -> float:
+def speed_at(
+    environment: Mapping[str, Any] | None,
+    reference_canary_ms: float | None,
+    key: str = "state_canary_ms",
+) -> float:
     """How much slower than the model's reference speed a measurement ran: the speed state it was
     judged against (the agent's ``state_canary_ms``) over ``reference_canary_ms`` (a model's
-    metric); 1.0 when either is missing. A prediction times it is the latency at that speed."""
-    state_ms = (environment or {}).get("state_canary_ms")
+    metric); 1.0 when either is missing. A prediction times it is the latency at that speed.
+
+    ``key="canary_ms"`` takes the measurement's own canary instead (the slower of the canaries
+    right before and right after it, as the samples' canaries that set the reference are): the
+    ``ours_canary_speed`` row of ``bench.accuracy``."""
+    state_ms = (environment or {}).get(key)
     if state_ms is None or not reference_canary_ms or float(state_ms) <= 0:
         return 1.0
     return float(state_ms) / float(reference_canary_ms)

@@ -57,12 +57,14 @@ def test_a_network_is_predicted_at_the_speed_it_was_timed_at():
         p90_ms=None,
         prediction=prediction,
         baselines={},
-        measurement={"state_canary_ms": 0.50},
+        measurement={"state_canary_ms": 0.50, "canary_ms": 0.46},
         reference_canary_ms=0.4,
     )
     assert result.speed == pytest.approx(1.25)
     assert result.predicted_ms == pytest.approx(12.5)
     assert result.baselines_ms["ours_reference_speed"] == pytest.approx(10.0)
+    # The ablation row scales by the network's own canary instead.
+    assert result.baselines_ms["ours_canary_speed"] == pytest.approx(11.5)
     # A measurement without a state (agents before 2026-12-01) is taken at the reference speed.
     plain = _network_result(
         "vgg_w16_64",

@@ -823,6 +823,8 @@ def test_speed_states_are_the_median_canary_around_each_sample():
     assert (
         speed_at({"canary_ms": 0.5}, 0.4) == 1.0 and speed_at({"state_canary_ms": 0.5}, None) == 1.0
     )
+    both = {"canary_ms": 0.6, "state_canary_ms": 0.5}
+    assert speed_at(both, 0.4, key="canary_ms") == pytest.approx(1.5)
 
 
 def test_one_fast_canary_does_not_set_the_campaigns_floor(samples):
