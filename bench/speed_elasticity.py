@@ -84,6 +84,25 @@ def by_family(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def same_model(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether two results documents predicted with the same model (device, version and training
+    time in their ``run``): a speed is relative to its model's reference canary, so ratios of
+    speeds from two models' runs say nothing."""
+    keys = (("device", "id"), ("model_version",), ("trained_at",))
+
+    def ident(document: Mapping[str, Any]) -> list[Any]:
+        run = document.get("run") or {}
+        found: list[Any] = []
+        for path in keys:
+            value: Any = run
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            found.append(value)
+        return found
+
+    return ident(before) == ident(after)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.speed_elasticity", description=__doc__.splitlines()[0]
@@ -95,6 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     before = json.loads(args.before.read_text())
     after = json.loads(args.after.read_text())
+    if not same_model(before, after):
+        console.print(
+            f"[red]{args.before} and {args.after} were predicted by different models "
+            "(device, model_version or trained_at differ): their speeds are not comparable"
+        )
+        return 2
     rows = elasticities(before["networks"], after["networks"], key=args.key)
     families = by_family(rows)
 

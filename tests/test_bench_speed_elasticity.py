@@ -60,9 +60,22 @@ def test_the_canary_can_stand_for_the_speed():
 
 def test_main_writes_the_families_and_rows(tmp_path: Path) -> None:
     before, after, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "out.json"
-    before.write_text(json.dumps({"networks": BEFORE}))
-    after.write_text(json.dumps({"networks": AFTER}))
+    run = {"device": {"id": 1}, "model_version": 4, "trained_at": "2026-12-02T13:49:19Z"}
+    before.write_text(json.dumps({"run": run, "networks": BEFORE}))
+    after.write_text(json.dumps({"run": run, "networks": AFTER}))
     assert speed_elasticity.main([str(before), str(after), "--out", str(out)]) == 0
     document = json.loads(out.read_text())
     assert document["families"]["mlp"]["median_elasticity"] == pytest.approx(0.5)
     assert len(document["networks"]) == 4
+
+
+def test_runs_of_two_models_are_refused(tmp_path: Path) -> None:
+    """Each run's speeds are relative to its own model's reference canary."""
+    before, after, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "out.json"
+    run = {"device": {"id": 1}, "model_version": 4, "trained_at": "2026-12-02T13:49:19Z"}
+    before.write_text(json.dumps({"run": run, "networks": BEFORE}))
+    after.write_text(
+        json.dumps({"run": {**run, "trained_at": "2026-12-02T15:14Z"}, "networks": AFTER})
+    )
+    assert speed_elasticity.main([str(before), str(after), "--out", str(out)]) == 2
+    assert not out.exists()
