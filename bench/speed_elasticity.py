@@ -88,17 +88,14 @@ def same_model(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     """Whether two results documents predicted with the same model (device, version and training
     time in their ``run``): a speed is relative to its model's reference canary, so ratios of
     speeds from two models' runs say nothing."""
-    keys = (("device", "id"), ("model_version",), ("trained_at",))
 
-    def ident(document: Mapping[str, Any]) -> list[Any]:
+    def ident(document: Mapping[str, Any]) -> tuple[Any, ...]:
         run = document.get("run") or {}
-        found: list[Any] = []
-        for path in keys:
-            value: Any = run
-            for key in path:
-                value = value.get(key) if isinstance(value, Mapping) else None
-            found.append(value)
-        return found
+        return (
+            (run.get("device") or {}).get("id"),
+            run.get("model_version"),
+            run.get("trained_at"),
+        )
 
     return ident(before) == ident(after)
 
