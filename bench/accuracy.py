@@ -100,25 +100,46 @@ class NetworkResult:
     # The speed the fastest round ran at against the model's reference speed
     # (models.timemodel.speed_at): every prediction above is scaled by it.
     speed: float = 1.0
+    # The speed each round ran at, in round order (empty: every round at ``speed``, as results
+    # written before 2026-12-02 16:30 have it).
+    rounds_speed: list[float] = field(default_factory=list)
+    # Each round's measurement (canary_ms, state_canary_ms, quiet...), in round order.
+    rounds_measurement: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def error_pct(self) -> float | None:
         return _error_pct(self.predicted_ms, self.measured_ms)
 
+    def _round_speeds(self) -> list[float]:
+        if len(self.rounds_speed) == len(self.rounds_ms):
+            return list(self.rounds_speed)
+        return [self.speed] * len(self.rounds_ms)
+
+    def _reference_ms(self) -> float | None:
+        """Our prediction at the model's reference speed (unscaled)."""
+        return None if self.predicted_ms is None else self.predicted_ms / self.speed
+
     @property
     def first_round_error_pct(self) -> float | None:
-        """Error against the first round alone (runs before rounds measured each network once)."""
+        """Error against the first round alone (runs before rounds measured each network once),
+        the prediction scaled to that round's own speed."""
+        if not self.rounds_ms:
+            return _error_pct(self.predicted_ms, self.measured_ms)
+        reference_ms = self._reference_ms()
+        first_speed = self._round_speeds()[0]
         return _error_pct(
-            self.predicted_ms, self.rounds_ms[0] if self.rounds_ms else self.measured_ms
+            None if reference_ms is None else reference_ms * first_speed, self.rounds_ms[0]
         )
 
     @property
     def median_round_error_pct(self) -> float | None:
-        """Error against the median of the rounds."""
-        return _error_pct(
-            self.predicted_ms,
-            statistics.median(self.rounds_ms) if self.rounds_ms else self.measured_ms,
-        )
+        """Error against the median of the rounds, each carried to the reference speed by its own
+        speed (a round timed in a slow state counts at the latency it would have had at the
+        reference speed), against our unscaled prediction."""
+        if not self.rounds_ms:
+            return _error_pct(self.predicted_ms, self.measured_ms)
+        at_reference = [ms / v for ms, v in zip(self.rounds_ms, self._round_speeds(), strict=True)]
+        return _error_pct(self._reference_ms(), statistics.median(at_reference))
 
     @property
     def rounds_spread_pct(self) -> float | None:
@@ -246,6 +267,7 @@ def _network_result(
     measurement: Mapping[str, Any] | None = None,
     rounds_ms: Sequence[float] = (),
     reference_canary_ms: float | None = None,
+    rounds_measurement: Sequence[Mapping[str, Any] | None] = (),
 ) -> NetworkResult:
     """One zoo network's result from its measured latency (ms) and our prediction; prints a line.
 
@@ -255,6 +277,8 @@ def _network_result(
     prediction, baselines included, is scaled to the speed state the network was timed in
     (:func:`models.timemodel.speed_at`); ``ours_reference_speed`` is ours unscaled and
     ``ours_canary_speed`` ours scaled by the network's own canary (``canary_ms``).
+    ``rounds_measurement`` (each round's measurement, in round order) gives each round its own
+    speed for the first-round and median-round scores.
     """
     from models.timemodel import speed_at
 
@@ -283,6 +307,8 @@ def _network_result(
         measurement=dict(measurement or {}),
         rounds_ms=list(rounds_ms) or [measured_ms],
         speed=speed,
+        rounds_speed=[speed_at(m, reference_canary_ms) for m in rounds_measurement],
+        rounds_measurement=[dict(m or {}) for m in rounds_measurement],
     )
     console.print(
         f"  {name}: measured {result.measured_ms:.2f} ms "
@@ -767,6 +793,7 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
                     measurement=measurement,
                     rounds_ms=rounds_ms,
                     reference_canary_ms=(model.get("metrics") or {}).get("reference_canary_ms"),
+                    rounds_measurement=[m for _, m in measured[name]],
                 )
             )
 
@@ -946,11 +973,9 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
         results: list[NetworkResult] = []
         for name in names:
             flatbuffer = flatbuffers[name]
+            kept_rounds = cache.network(name, flatbuffer)[: args.network_rounds]
             fastest_ms, measurement, rounds_ms = fastest_round(
-                [
-                    (float(stats["median_ms"]), stats)
-                    for stats in cache.network(name, flatbuffer)[: args.network_rounds]
-                ]
+                [(float(stats["median_ms"]), stats) for stats in kept_rounds]
             )
             prediction = model.predict_network(parse_tflite(flatbuffer))
             result = _network_result(
@@ -965,6 +990,7 @@ def run_offline(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Ne
                 measurement=measurement.get("quality"),
                 rounds_ms=rounds_ms,
                 reference_canary_ms=metrics.get("reference_canary_ms"),
+                rounds_measurement=[stats.get("quality") for stats in kept_rounds],
             )
             results.append(result)
     run: JSON = {

@@ -22,6 +22,12 @@ locally. Three variants of the network terms are scored, each against the run's 
 
 It answers "what did this term do on this campaign", from the campaign's own probes, without a
 second run on a host whose speed moves between runs. Prints a table and writes it as JSON.
+
+Predictions are made at the model's reference speed and scaled as bench.accuracy scales them: the
+fastest round by its ``speed``, and for the median round each round is carried to the reference
+speed by its own speed (``rounds_speed``). Results written before bench.accuracy stored
+``rounds_speed`` get it from the run's benchmark jobs with ``--round-speeds`` (read from the
+PostgreSQL of ``FDIOT_HOME``); without it every round takes the fastest round's speed.
 """
 
 from __future__ import annotations
@@ -73,6 +79,49 @@ def variant_models(
     return models, curves
 
 
+def network_jobs() -> list[JSON]:
+    """Every network benchmark job's model name and result, oldest first, read from the
+    PostgreSQL of ``FDIOT_HOME`` (each round of a bench.accuracy run is one such job)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from fdiot.settings import get_settings
+
+    url = get_settings().database_url
+    if url is None:
+        raise RuntimeError("DATABASE_URL unknown: no FDIOT_HOME/stack.json and no DATABASE_URL")
+    query = "SELECT model_name, result FROM jobs WHERE kind = 'network' ORDER BY id"
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return [dict(row) for row in conn.execute(query).fetchall()]
+
+
+def attach_round_speeds(networks: Sequence[JSON], jobs: Sequence[Mapping[str, Any]]) -> int:
+    """Give each network of a results document written before ``rounds_speed`` existed the speed
+    of each of its rounds, from the benchmark jobs that timed them (matched by model name and
+    median ms; the speed is the job's ``state_canary_ms`` over the model's reference canary,
+    which is the fastest round's state over its ``speed``). Returns how many got them; a network
+    with a round no job matches keeps the fastest round's speed for all."""
+    states: dict[tuple[str, float], float] = {}
+    for job in jobs:
+        result = job.get("result") or {}
+        state = (result.get("environment") or {}).get("state_canary_ms")
+        if state and result.get("median_ms") is not None:
+            states[(str(job.get("model_name")), float(result["median_ms"]))] = float(state)
+    attached = 0
+    for network in networks:
+        measurement = network.get("measurement") or {}
+        state, speed = measurement.get("state_canary_ms"), network.get("speed")
+        if network.get("rounds_speed") or not state or not speed:
+            continue
+        reference_ms = float(state) / float(speed)
+        name = f"{network['name']}.tflite"
+        found = [states.get((name, float(ms))) for ms in network.get("rounds_ms") or []]
+        if found and all(v is not None for v in found):
+            network["rounds_speed"] = [float(v) / reference_ms for v in found if v is not None]
+            attached += 1
+    return attached
+
+
 def zoo_ops(name: str) -> list[OpInstance]:
     """The ops of zoo network ``name`` (its .tflite built or read from ``FDIOT_HOME/zoo``)."""
     return parse_tflite(zoo.build_tflite(name))
@@ -87,21 +136,29 @@ def score(
     rows: list[JSON] = []
     for network in networks:
         ops = ops_of(str(network["name"]))
+        # The model predicts the reference speed: scaled to the speed each round ran at (its
+        # ``rounds_speed``; the fastest round's ``speed`` for results written before them, 1.0
+        # for results written before speed states), as bench.accuracy scores it.
+        speed = float(network.get("speed") or 1.0)
         rounds = network.get("rounds_ms") or [network["measured_ms"]]
-        median_ms = float(statistics.median(rounds))
+        speeds = network.get("rounds_speed") or [speed] * len(rounds)
+        if len(speeds) != len(rounds):
+            speeds = [speed] * len(rounds)
+        median_ms = float(statistics.median(ms / v for ms, v in zip(rounds, speeds, strict=True)))
         row: JSON = {
             "name": network["name"],
             "family": network.get("family"),
             "measured_ms": network["measured_ms"],
-            "median_round_ms": median_ms,
+            "speed": speed,
+            "median_round_at_reference_ms": median_ms,
             "predicted_ms": {},
             "error_pct": {},
             "median_round_error_pct": {},
         }
         for name, model in models.items():
             predicted = model.predict_network(ops).total_ms
-            row["predicted_ms"][name] = predicted
-            row["error_pct"][name] = _error_pct(predicted, float(network["measured_ms"]))
+            row["predicted_ms"][name] = predicted * speed
+            row["error_pct"][name] = _error_pct(predicted * speed, float(network["measured_ms"]))
             row["median_round_error_pct"][name] = _error_pct(predicted, median_ms)
         rows.append(row)
     summary = {
@@ -153,6 +210,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--cv", type=int, default=CV_FOLDS, help="folds of the fit's CV (the fit worker's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--round-speeds",
+        action="store_true",
+        help="read each round's speed state from FDIOT_HOME's benchmark jobs (results written "
+        "before bench.accuracy stored rounds_speed)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/refit.json"))
     return parser.parse_args(argv)
 
@@ -161,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     samples = json.loads(args.samples.read_text())
     networks = json.loads(args.results.read_text())["networks"]
+    attached = attach_round_speeds(networks, network_jobs()) if args.round_speeds else 0
+    if args.round_speeds:
+        Console().print(f"round speeds from the benchmark jobs: {attached} of {len(networks)}")
     models, curves = variant_models(samples, cv=args.cv, seed=args.seed)
     summary, rows = score(models, networks)
     report(Console(), summary, curves)
@@ -170,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "samples_file": str(args.samples),
             "results_file": str(args.results),
             "samples": len(samples),
+            "networks_with_round_speeds": sum(1 for n in networks if n.get("rounds_speed")),
             "summary": summary,
             "extra_curves": curves,
             "networks": rows,

@@ -106,6 +106,15 @@ _ROW_COPY_OPS = frozenset({"concatenation", "pad"})
 # XNNPACK's IGEMM and depthwise kernels read their input through an indirection buffer: one
 # pointer per output pixel and kernel tap, part of what the op keeps in cache.
 _POINTER_BYTES = 8
+# Ops whose trees may split on ``patch_bytes`` (:func:`patch_bytes`): a depthwise kernel reads its
+# whole filter (taps x channels) for every output pixel, and once that no longer fits the L1 with
+# the input patch it runs slower per FLOP (fifth VM, L1d 48 KiB: a 5x5 on 28x28 costs 0.77 ns per
+# pixel and channel at cin 256 and 1.30 at cin 512; a 7x7 on 56x56 23.4 ms at cin 256). A split
+# variable, not a fixed L1 size: the tree finds the threshold of each device. Depthwise CV MAPE
+# (5-fold, 3 splits) on the fifth VM's two campaigns of 2026-12-02: 8.20 -> 8.01% and
+# 9.13 -> 8.15%. A leaf term on top (the FLOPs of layers over a fixed 24, 48 or 96 KiB) moved it
+# by -0.4 to +0.3 points against the split alone (refits of the depthwise samples only).
+_PATCH_OPS = frozenset({"depthwise_conv2d"})
 # Cost features whose sum is the bytes an op touches (its cache footprint).
 _WORKING_SET = ("input_bytes", "output_bytes", "param_bytes")
 # Smallest op time kept after subtracting the invoke overhead (ms); keeps relative errors finite.
@@ -206,6 +215,8 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
     Convolutions may also split on ``footprint_bytes``: the working set plus their indirection
     buffer (:func:`indirection_bytes`), 3.6 MB for a 3x3 kernel on 224x224, which decides whether
     a large depthwise layer stays in the L3 (measured 2.5-3x slower per FLOP when it does not).
+    Depthwise convolutions may also split on ``patch_bytes`` (:func:`patch_bytes`, the filter read
+    per output pixel), which decides whether a layer's filter stays in the L1.
 
     Ops with a tiled width also get ``gemm_tail{t}``: how many of the ``t`` columns of the last
     ``t``-wide panel of their GEMM output are used, ``(width - 1) mod t + 1`` (width = ``cout``;
@@ -221,6 +232,8 @@ def split_feature_names(op_type: str, variant: str = "tiled") -> list[str]:
         names.append("working_set_bytes")
         if op_type in _PER_PIXEL_OPS:
             names.append("footprint_bytes")
+        if op_type in _PATCH_OPS:
+            names.append("patch_bytes")
         if op_type in _TILED_WIDTH:
             names += [f"gemm_tail{t}" for t in TILE_SIZES]
             names += [f"gemm_pad{t}" for t in TILE_SIZES]
@@ -309,6 +322,14 @@ def remainder_pixels(op_type: str, config: Mapping[str, Any]) -> int:
 def working_set_bytes(features: Mapping[str, float]) -> float:
     """Bytes an op touches (input + output + parameter bytes) from its cost features."""
     return float(sum(float(features.get(k, 0.0)) for k in _WORKING_SET))
+
+
+def patch_bytes(config: Mapping[str, Any]) -> int:
+    """Filter bytes a depthwise kernel reads per output pixel: taps x cin x multiplier floats
+    (a split variable of the tiled depthwise tree, see ``_PATCH_OPS``)."""
+    taps = int(config.get("kh", 1)) * int(config.get("kw", 1))
+    channels = int(config.get("cin", 0)) * int(config.get("multiplier", 1))
+    return taps * channels * FLOAT32_BYTES
 
 
 def indirection_bytes(config: Mapping[str, Any]) -> int:
@@ -436,6 +457,8 @@ def op_feature_vector(
             row.append(working_set)
         elif name == "footprint_bytes":
             row.append(working_set + indirection_bytes(config))
+        elif name == "patch_bytes":
+            row.append(float(patch_bytes(config)))
         elif name.startswith("gemm_tail"):
             row.append(float(gemm_tail(gemm, int(name[len("gemm_tail") :]))))
         elif name.startswith("gemm_pad"):

@@ -103,3 +103,54 @@ def test_networks_are_measured_in_rounds_and_scored_on_their_fastest(tmp_path: P
     assert SampleCache(path).network("vgg", flatbuffer) == [{"median_ms": 2.0}, {"median_ms": 2.2}]
     cache.networks[f"vgg {zoo.sha256(flatbuffer)}"] = {"median_ms": 1.5}
     assert cache.network("vgg", flatbuffer) == [{"median_ms": 1.5}]
+
+
+def test_first_and_median_round_are_scored_at_each_rounds_own_speed(tmp_path: Path) -> None:
+    # 2.0 ms at the reference speed; the fastest round (3.0 ms) ran at speed 1.5 (its state),
+    # the others at 1.0 and 1.2: carried to the reference speed they are 3.2 / 1.0 = 3.2,
+    # 3.0 / 1.5 = 2.0 and 3.12 / 1.2 = 2.6, whose median is 2.6.
+    result = NetworkResult(
+        "vgg_w16_64",
+        "plain_cnn",
+        3.0,
+        None,
+        None,
+        predicted_ms=2.0 * 1.5,
+        rounds_ms=[3.2, 3.0, 3.12],
+        speed=1.5,
+        rounds_speed=[1.0, 1.5, 1.2],
+    )
+    assert result.error_pct == pytest.approx(0.0)
+    assert result.first_round_error_pct == pytest.approx(100 * (2.0 - 3.2) / 3.2)
+    assert result.median_round_error_pct == pytest.approx(100 * (2.0 - 2.6) / 2.6)
+    # Without per-round speeds (results written before them) every round takes the fastest's.
+    legacy = NetworkResult(
+        "vgg_w16_64", "plain_cnn", 3.0, None, None, 3.0, rounds_ms=[3.2, 3.0, 3.12], speed=1.5
+    )
+    assert legacy.median_round_error_pct == pytest.approx(100 * (3.0 - 3.12) / 3.12)
+    document = report([result], {"mode": "test"}, tmp_path / "r.json", {})
+    assert document["networks"][0]["rounds_speed"] == [1.0, 1.5, 1.2]
+
+
+def test_network_result_takes_each_rounds_speed_from_its_state() -> None:
+    from bench.accuracy import _network_result
+    from models.timemodel import NetworkPrediction
+
+    rounds = [{"state_canary_ms": 0.1}, {"state_canary_ms": 0.12}, {"state_canary_ms": 0.11}]
+    result = _network_result(
+        "vgg_w16_64",
+        b"",
+        ({}, {}),
+        measured_ms=3.0,
+        p10_ms=None,
+        p90_ms=None,
+        prediction=NetworkPrediction(total_ms=2.0, overhead_ms=0.0, ops=[]),
+        baselines={},
+        measurement=rounds[1],
+        rounds_ms=[3.1, 3.0, 3.3],
+        reference_canary_ms=0.1,
+        rounds_measurement=rounds,
+    )
+    assert result.speed == pytest.approx(1.2)
+    assert result.rounds_speed == pytest.approx([1.0, 1.2, 1.1])
+    assert result.rounds_measurement[2] == {"state_canary_ms": 0.11}

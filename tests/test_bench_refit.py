@@ -46,3 +46,39 @@ def test_score_gives_each_variant_its_errors_against_both_rounds(campaign):
     assert summary["fitted"]["median_round"]["within_5_pct"] == 100.0
     assert np.isfinite(rows[0]["predicted_ms"]["no_extra"])
     assert rows[0]["predicted_ms"]["no_extra"] <= rows[0]["predicted_ms"]["fitted"] + 1e-12
+
+
+def test_score_scales_the_prediction_to_each_rounds_speed(campaign):
+    models, _ = refit.variant_models(campaign, cv=2, seed=0)
+    ops = parse_tflite(tiny_tflite())
+    predicted = models["fitted"].predict_network(ops).total_ms
+    # The fastest round ran 10% slow and was timed at that speed; the median round, carried to
+    # the reference speed by its own speed (1.25), is the prediction.
+    networks = [{"name": "tiny", "family": "test", "measured_ms": predicted * 1.1, "speed": 1.1,
+                 "rounds_ms": [predicted * 1.1, predicted * 1.25, predicted * 1.5],
+                 "rounds_speed": [1.1, 1.25, 1.0]}]  # fmt: skip
+    _, rows = refit.score(models, networks, ops_of=lambda name: ops)
+    assert rows[0]["predicted_ms"]["fitted"] == pytest.approx(predicted * 1.1)
+    assert rows[0]["error_pct"]["fitted"] == pytest.approx(0.0, abs=1e-9)
+    # At the reference speed the rounds are 1.0, 1.0 and 1.5 times the prediction.
+    assert rows[0]["median_round_error_pct"]["fitted"] == pytest.approx(0.0, abs=1e-9)
+    # Without per-round speeds each round takes the fastest round's: median 1.25 / 1.1.
+    del networks[0]["rounds_speed"]
+    _, rows = refit.score(models, networks, ops_of=lambda name: ops)
+    assert rows[0]["median_round_error_pct"]["fitted"] == pytest.approx(100 * (1.1 / 1.25 - 1))
+
+
+def test_round_speeds_are_attached_from_the_jobs_that_timed_each_round():
+    network = {"name": "tiny", "measured_ms": 1.0, "speed": 1.1, "rounds_ms": [1.2, 1.0, 1.3],
+               "measurement": {"state_canary_ms": 0.11}}  # fmt: skip
+    jobs = [
+        {"model_name": "tiny.tflite",
+         "result": {"median_ms": ms, "environment": {"state_canary_ms": state}}}
+        for ms, state in ((1.2, 0.10), (1.0, 0.11), (1.3, 0.13), (9.9, 0.2))
+    ]  # fmt: skip
+    assert refit.attach_round_speeds([network], jobs) == 1
+    assert network["rounds_speed"] == pytest.approx([1.0, 1.1, 1.3])
+    # A round no job timed leaves the network as it was.
+    other = {**network, "rounds_speed": None, "rounds_ms": [1.2, 1.05]}
+    assert refit.attach_round_speeds([other], jobs) == 0
+    assert other["rounds_speed"] is None

@@ -37,6 +37,7 @@ from models.timemodel import (
     robust_weights,
     speed_at,
     speed_states_ms,
+    split_feature_names,
     strided_pointwise,
     tap_steps,
     uses_narrow_gemm,
@@ -938,6 +939,19 @@ def test_tap_steps_and_footprint_features():
     assert dw_steps(h=7, kh=7, kw=7, cin=18) == 7 * 16 * 49 * 3  # multi-pass, 8 channels
     for name in ("tap_steps", "footprint_bytes"):
         assert name not in feature_names("conv2d", "paper")
+
+
+def test_patch_bytes_is_a_depthwise_split_variable():
+    # The filter bytes a depthwise kernel reads per output pixel: taps x cin x multiplier floats.
+    names = split_feature_names("depthwise_conv2d")
+    assert "patch_bytes" in names
+    col = {n: i for i, n in enumerate(feature_names("depthwise_conv2d"))}
+    config = {"h": 14, "w": 14, "cin": 512, "multiplier": 1, "kh": 5, "kw": 5, "stride": 1}
+    assert op_feature_vector("depthwise_conv2d", config)[col["patch_bytes"]] == 25 * 512 * 4
+    doubled = {**config, "multiplier": 2, "kh": 3, "kw": 3}
+    assert op_feature_vector("depthwise_conv2d", doubled)[col["patch_bytes"]] == 9 * 1024 * 4
+    assert "patch_bytes" not in split_feature_names("conv2d")
+    assert "patch_bytes" not in split_feature_names("depthwise_conv2d", "paper")
 
 
 def test_tree_learns_a_cost_per_kernel_step():
