@@ -110,11 +110,6 @@ class NetworkResult:
     def error_pct(self) -> float | None:
         return _error_pct(self.predicted_ms, self.measured_ms)
 
-    def _round_speeds(self) -> list[float]:
-        if len(self.rounds_speed) == len(self.rounds_ms):
-            return list(self.rounds_speed)
-        return [self.speed] * len(self.rounds_ms)
-
     def _reference_ms(self) -> float | None:
         """Our prediction at the model's reference speed (unscaled)."""
         return None if self.predicted_ms is None else self.predicted_ms / self.speed
@@ -126,7 +121,7 @@ class NetworkResult:
         if not self.rounds_ms:
             return _error_pct(self.predicted_ms, self.measured_ms)
         reference_ms = self._reference_ms()
-        first_speed = self._round_speeds()[0]
+        first_speed = round_speeds(self.rounds_ms, self.rounds_speed, self.speed)[0]
         return _error_pct(
             None if reference_ms is None else reference_ms * first_speed, self.rounds_ms[0]
         )
@@ -138,8 +133,8 @@ class NetworkResult:
         reference speed), against our unscaled prediction."""
         if not self.rounds_ms:
             return _error_pct(self.predicted_ms, self.measured_ms)
-        at_reference = [ms / v for ms, v in zip(self.rounds_ms, self._round_speeds(), strict=True)]
-        return _error_pct(self._reference_ms(), statistics.median(at_reference))
+        median_ms = median_round_at_reference_ms(self.rounds_ms, self.rounds_speed, self.speed)
+        return _error_pct(self._reference_ms(), median_ms)
 
     @property
     def rounds_spread_pct(self) -> float | None:
@@ -147,6 +142,24 @@ class NetworkResult:
         if len(self.rounds_ms) < 2:
             return None
         return 100.0 * (max(self.rounds_ms) - min(self.rounds_ms)) / self.measured_ms
+
+
+def round_speeds(
+    rounds_ms: Sequence[float], rounds_speed: Sequence[float] | None, speed: float
+) -> list[float]:
+    """The speed each round ran at: ``rounds_speed`` when it has one per round, else ``speed`` (the
+    fastest round's) for all, as results written before ``rounds_speed`` have it."""
+    if rounds_speed and len(rounds_speed) == len(rounds_ms):
+        return [float(v) for v in rounds_speed]
+    return [speed] * len(rounds_ms)
+
+
+def median_round_at_reference_ms(
+    rounds_ms: Sequence[float], rounds_speed: Sequence[float] | None, speed: float
+) -> float:
+    """The median of the rounds, each carried to the model's reference speed by its own speed."""
+    speeds = round_speeds(rounds_ms, rounds_speed, speed)
+    return float(statistics.median(ms / v for ms, v in zip(rounds_ms, speeds, strict=True)))
 
 
 def round_orders(names: Sequence[str], rounds: int) -> list[list[str]]:
@@ -620,12 +633,8 @@ def _local_device(client: Any, device_id: int | None, timeout_s: float = 120.0) 
         time.sleep(1.0)
 
 
-def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
-    """A device's op samples, oldest first, read from PostgreSQL (the API has no listing route).
-
-    ``limit`` keeps the first ``limit`` samples: a model version fitted on ``sample_count``
-    samples was fitted on exactly these (the fitter reads them ordered by id).
-    """
+def query_rows(query: str, params: Sequence[Any] = ()) -> list[JSON]:
+    """Rows of one read-only query on the farm's PostgreSQL (``FDIOT_HOME``'s or DATABASE_URL)."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -634,6 +643,16 @@ def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
     url = get_settings().database_url
     if url is None:
         raise RuntimeError("DATABASE_URL unknown: no FDIOT_HOME/stack.json and no DATABASE_URL")
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return [dict(row) for row in conn.execute(query, tuple(params)).fetchall()]
+
+
+def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
+    """A device's op samples, oldest first, read from PostgreSQL (the API has no listing route).
+
+    ``limit`` keeps the first ``limit`` samples: a model version fitted on ``sample_count``
+    samples was fitted on exactly these (the fitter reads them ordered by id).
+    """
     query = (
         "SELECT index, job_id, op_type, config, features, median_ms, p10_ms, p90_ms, std_ms, "
         "runs, environment FROM samples WHERE device_id = %s ORDER BY id"
@@ -642,10 +661,8 @@ def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
     if limit is not None:
         query += " LIMIT %s"
         params = (device_id, limit)
-    with psycopg.connect(url, row_factory=dict_row) as conn:
-        rows = conn.execute(query, params).fetchall()
     samples = []
-    for row in rows:
+    for row in query_rows(query, params):
         latency = {k: row[k] for k in ("median_ms", "p10_ms", "p90_ms", "std_ms", "runs")}
         samples.append(
             {

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import write_results, zoo
-from bench.accuracy import _error_pct, error_summary
+from bench.accuracy import _error_pct, error_summary, median_round_at_reference_ms, query_rows
 from models.features import OpInstance, parse_tflite
 from models.timemodel import (
     DeviceTimeModel,
@@ -82,17 +81,7 @@ def variant_models(
 def network_jobs() -> list[JSON]:
     """Every network benchmark job's model name and result, oldest first, read from the
     PostgreSQL of ``FDIOT_HOME`` (each round of a bench.accuracy run is one such job)."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    from fdiot.settings import get_settings
-
-    url = get_settings().database_url
-    if url is None:
-        raise RuntimeError("DATABASE_URL unknown: no FDIOT_HOME/stack.json and no DATABASE_URL")
-    query = "SELECT model_name, result FROM jobs WHERE kind = 'network' ORDER BY id"
-    with psycopg.connect(url, row_factory=dict_row) as conn:
-        return [dict(row) for row in conn.execute(query).fetchall()]
+    return query_rows("SELECT model_name, result FROM jobs WHERE kind = 'network' ORDER BY id")
 
 
 def attach_round_speeds(networks: Sequence[JSON], jobs: Sequence[Mapping[str, Any]]) -> int:
@@ -141,10 +130,7 @@ def score(
         # for results written before speed states), as bench.accuracy scores it.
         speed = float(network.get("speed") or 1.0)
         rounds = network.get("rounds_ms") or [network["measured_ms"]]
-        speeds = network.get("rounds_speed") or [speed] * len(rounds)
-        if len(speeds) != len(rounds):
-            speeds = [speed] * len(rounds)
-        median_ms = float(statistics.median(ms / v for ms, v in zip(rounds, speeds, strict=True)))
+        median_ms = median_round_at_reference_ms(rounds, network.get("rounds_speed"), speed)
         row: JSON = {
             "name": network["name"],
             "family": network.get("family"),
@@ -224,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     samples = json.loads(args.samples.read_text())
     networks = json.loads(args.results.read_text())["networks"]
-    attached = attach_round_speeds(networks, network_jobs()) if args.round_speeds else 0
     if args.round_speeds:
+        attached = attach_round_speeds(networks, network_jobs())
         Console().print(f"round speeds from the benchmark jobs: {attached} of {len(networks)}")
     models, curves = variant_models(samples, cv=args.cv, seed=args.seed)
     summary, rows = score(models, networks)
