@@ -37,11 +37,11 @@ from models.timemodel import DeviceTimeModel, fused_indices
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def decompose(
-    child: MeasurementChild, name: str, overhead_ms: float, alone: dict[Any, float | None]
+def decompose_flatbuffer(
+    child: MeasurementChild, flatbuffer: bytes, overhead_ms: float, alone: dict[Any, float | None]
 ) -> dict[str, Any]:
-    """One network: its two whole timings and each op's time alone (ms; None if unbuildable)."""
-    flatbuffer = build_tflite(name)
+    """One .tflite network: its two whole timings and each op's time alone (ms; None if
+    unbuildable), the ops' configurations timed once each across calls (``alone``)."""
     ops = parse_tflite(flatbuffer)
     fused = fused_indices(ops)
     before_ms = child.measure_network(flatbuffer).median_ms
@@ -66,8 +66,6 @@ def decompose(
     sum_alone_ms = overhead_ms + sum(t - overhead_ms for t in timed)
     network_ms = min(before_ms, after_ms)
     return {
-        "name": name,
-        "family": NETWORKS[name].family,
         "network_ms": [before_ms, after_ms],
         "sum_alone_ms": sum_alone_ms,
         "ratio": network_ms / sum_alone_ms,
@@ -75,6 +73,14 @@ def decompose(
         "ops_unbuildable": sum(1 for r in rows if "error" in r),
         "ops": rows,
     }
+
+
+def decompose(
+    child: MeasurementChild, name: str, overhead_ms: float, alone: dict[Any, float | None]
+) -> dict[str, Any]:
+    """One zoo network: :func:`decompose_flatbuffer` with its name and family."""
+    result = decompose_flatbuffer(child, build_tflite(name), overhead_ms, alone)
+    return {"name": name, "family": NETWORKS[name].family, **result}
 
 
 def predicted(model: DeviceTimeModel, result: dict[str, Any], overhead_ms: float) -> None:
