@@ -7,8 +7,9 @@ script separates them. For every network: the network is timed (farm protocol, t
 after its ops), then every op that the runtime does not fuse away is built as a single-op model
 and timed alone in the same process (each distinct configuration once); the sum of the ops alone
 is ``invoke overhead + sum(op alone - invoke overhead)``. With ``--model`` (a device model's JSON,
-the ``tree`` of ``GET /models/{device}``) each op's prediction is set against its time alone,
-per op type: the op-level error on real networks' layers, apart from composition.
+``fdiot models --device ID --export M.json``, i.e. ``GET /models/{device}/export``) each op's
+prediction is set against its time alone, per op type: the op-level error on real networks'
+layers, apart from composition.
 
 Prints a table and writes ``bench/results/decompose.json``. Run it with the farm stopped and the
 zoo built (``python -m bench.zoo``); the whole zoo took 29 minutes on this VM (recurrent

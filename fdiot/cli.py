@@ -476,8 +476,25 @@ def models(
         bool, typer.Option("--rules", help="Print the network-level terms and each op's rules.")
     ] = False,
     json_output: JsonOption = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Write the whole model (trees and network terms) to this JSON file, as "
+            "models.timemodel.DeviceTimeModel.from_dict reads it, and stop.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Show a device's current time model: version, accuracy per op type, optionally its rules."""
+    if export is not None:
+        with _farm_errors(), _client() as client:
+            exported = client.export_model(device)
+        export.write_text(json.dumps(exported["model"], indent=1))
+        typer.echo(
+            f"wrote time model v{exported['version']} of device {exported['device_id']} to {export}"
+        )
+        return
     with _farm_errors(), _client() as client:
         current = client.current_model(device)
     if json_output:

@@ -297,6 +297,11 @@ class FarmClient:
         result: JSON = self._json("GET", f"/models/{device_id}")
         return result
 
+    def export_model(self, device_id: int) -> JSON:
+        """``GET /models/{device_id}/export``: the current version's whole model document."""
+        result: JSON = self._json("GET", f"/models/{device_id}/export")
+        return result
+
     def refit(self, device_id: int) -> JSON:
         """``POST /models/{device_id}/fit``: refit from the stored samples (202)."""
         result: JSON = self._json("POST", f"/models/{device_id}/fit")

@@ -128,7 +128,7 @@ def test_agent_registered_the_local_cpu(farm: Any) -> None:
     assert {"id", "name", "kind", "execution_config", "status"} <= set(local)
 
 
-def test_small_campaign_fills_postgres_and_fits_a_model(farm: Any) -> None:
+def test_small_campaign_fills_postgres_and_fits_a_model(farm: Any, tmp_path: Path) -> None:
     client = _client(farm)
     # 40 samples: conv2d gets 26, so its tree (MIN_SAMPLES_FOR_TREE = 12) survives a noisy host
     # leaving samples out as disturbed; at 24 (15 conv2d) a CI run beside other work lost it.
@@ -146,6 +146,20 @@ def test_small_campaign_fills_postgres_and_fits_a_model(farm: Any) -> None:
     result = CliRunner().invoke(_cli_app(), ["models", "--device", str(farm.device_id)])
     assert result.exit_code == 0, result.output
     assert "conv2d" in result.output
+
+    # --export writes the whole model; it rebuilds with the network terms the farm fitted.
+    from models.timemodel import DeviceTimeModel
+
+    path = tmp_path / "model.json"
+    args = ["models", "--device", str(farm.device_id), "--export", str(path)]
+    result = CliRunner().invoke(_cli_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "wrote time model v" in result.output and str(path) in result.output
+    model = DeviceTimeModel.from_dict(json.loads(path.read_text()))
+    served = client.current_model(farm.device_id)  # the version exported (no sample since)
+    assert set(model.trees) == set(served["op_types"])
+    assert model.overhead_ms == pytest.approx(served["overhead_ms"])
+    assert model.network_rules() == served["network_rules"]
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to split")

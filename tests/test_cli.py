@@ -83,6 +83,7 @@ def test_missing_model_file_is_reported(dead_url: str, tmp_path: Path) -> None:
         ["devices", "--json"],
         ["profile", "--device", "1", "--samples", "10"],
         ["models", "--device", "1", "--json"],
+        ["models", "--device", "1", "--export", "model.json"],
         ["token", "create", "--kind", "client", "--name", "someone"],
     ],
 )

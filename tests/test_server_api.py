@@ -477,6 +477,7 @@ def test_models_are_404_before_the_first_fit(
 ) -> None:
     assert client.get(f"/models/{device['id']}").status_code == 404
     assert client.get(f"/models/{device['id']}/versions").json() == []
+    assert client.get(f"/models/{device['id']}/export").status_code == 404
     assert client.get("/models/987654321").status_code == 404
     # A refit needs a token, a known device, and samples to fit on.
     assert client.post(f"/models/{device['id']}/fit").status_code == 401

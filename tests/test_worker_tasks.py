@@ -166,6 +166,17 @@ def test_fit_task_makes_a_model_version(
     assert prediction["total_ms"] == pytest.approx(
         prediction["overhead_ms"] + prediction["ops"][0]["predicted_ms"]
     )
+    # The exported document rebuilds the served model: the same prediction offline.
+    from models.features import parse_tflite
+    from models.timemodel import DeviceTimeModel
+
+    exported = client.get(f"/models/{device['id']}/export").json()
+    assert exported["version"] == refitted["version"]
+    assert exported["device_id"] == device["id"]
+    offline = DeviceTimeModel.from_dict(exported["model"]).predict_network(
+        parse_tflite(tiny_tflite())
+    )
+    assert offline.total_ms == pytest.approx(prediction["total_ms"])
     not_tflite = client.post(f"/models/{device['id']}/predict", files={"file": ("x", b"nope" * 8)})
     assert not_tflite.status_code == 422 and not_tflite.json()["detail"][0]["field"] == "file"
 

@@ -8,7 +8,13 @@ from fastapi.concurrency import run_in_threadpool
 from server.auth.dependencies import ClientDep
 from server.db import SessionDep
 from server.timemodels import service
-from server.timemodels.schemas import FitRequested, ModelRead, Prediction, VersionRead
+from server.timemodels.schemas import (
+    FitRequested,
+    ModelExport,
+    ModelRead,
+    Prediction,
+    VersionRead,
+)
 from server.uploads import multipart_openapi, read_tflite_upload
 
 router = APIRouter(tags=["time models"])
@@ -18,6 +24,14 @@ router = APIRouter(tags=["time models"])
 def get_model(device_id: int, session: SessionDep) -> ModelRead:
     """The device's current time-model version; 404 before its first fit."""
     return service.model_read(service.current_version_or_404(session, device_id))
+
+
+@router.get("/models/{device_id}/export")
+def export_model(device_id: int, session: SessionDep) -> ModelExport:
+    """The device's current time model whole: the document ``models.timemodel.DeviceTimeModel.
+    from_dict`` rebuilds (trees, invoke overhead, cache size, reload rate, extra curve), to
+    predict offline or to give ``bench.decompose --model``; 404 before its first fit."""
+    return service.model_export(service.current_version_or_404(session, device_id))
 
 
 @router.get("/models/{device_id}/versions")

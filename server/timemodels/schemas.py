@@ -37,6 +37,16 @@ class ModelRead(BaseModel):
     op_types: dict[str, OpTypeModel]
 
 
+class ModelExport(BaseModel):
+    """Answer of ``GET /models/{device_id}/export``: the current version's whole model document,
+    as :meth:`models.timemodel.DeviceTimeModel.from_dict` reads it (trees, network terms)."""
+
+    device_id: int
+    version: int
+    trained_at: datetime
+    model: dict[str, Any]
+
+
 class VersionRead(BaseModel):
     version: int
     trained_at: datetime

@@ -26,6 +26,7 @@ from server.tables import Campaign, ModelVersion
 from server.timemodels import repository
 from server.timemodels.schemas import (
     FitRequested,
+    ModelExport,
     ModelRead,
     OpPrediction,
     OpTypeModel,
@@ -149,6 +150,17 @@ def model_read(version: ModelVersion) -> ModelRead:
         metrics=version.metrics,
         network_rules=str(version.tree.get("network_rules", "")),
         op_types=op_types,
+    )
+
+
+def model_export(version: ModelVersion) -> ModelExport:
+    """The version's stored model document, whole (what :meth:`DeviceTimeModel.from_dict`
+    reads), with its device, version and training time."""
+    return ModelExport(
+        device_id=version.device_id,
+        version=version.version,
+        trained_at=version.trained_at,
+        model=dict(version.tree),
     )
 
 
