@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,41 @@ from bench import write_results
 from bench.zoo import NETWORKS, build_tflite
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
-from models.features import parse_tflite
+from models.features import OpInstance, parse_tflite
 from models.opspace import config_key
 from models.timemodel import DeviceTimeModel, fused_indices
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+@contextmanager
+def measuring_child() -> Iterator[tuple[MeasurementChild, float]]:
+    """The agent's measurement child on the reserved core (this process moved off it) and the
+    invoke overhead (ms) it times first: what every script that times networks against their
+    ops alone starts with."""
+    settings = get_settings()
+    reserve_measurement_core(settings)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with MeasurementChild(settings) as child:
+        yield child, child.measure(build_op_model("invoke_overhead", {})).median_ms
+
+
+def load_model(path: Path | None) -> DeviceTimeModel | None:
+    """A device model from its exported JSON (``fdiot models --export``); None without a path."""
+    return DeviceTimeModel.from_dict(json.loads(path.read_text())) if path else None
+
+
 def decompose_flatbuffer(
-    child: MeasurementChild, flatbuffer: bytes, overhead_ms: float, alone: dict[Any, float | None]
+    child: MeasurementChild,
+    flatbuffer: bytes,
+    overhead_ms: float,
+    alone: dict[Any, float | None],
+    ops: Sequence[OpInstance] | None = None,
 ) -> dict[str, Any]:
     """One .tflite network: its two whole timings and each op's time alone (ms; None if
-    unbuildable), the ops' configurations timed once each across calls (``alone``)."""
-    ops = parse_tflite(flatbuffer)
+    unbuildable), the ops' configurations timed once each across calls (``alone``). ``ops``:
+    the network's parsed ops, when the caller has them already."""
+    ops = parse_tflite(flatbuffer) if ops is None else ops
     fused = fused_indices(ops)
     before_ms = child.measure_network(flatbuffer).median_ms
     rows = []
@@ -121,14 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="device model JSON to compare per op")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "decompose.json")
     args = parser.parse_args(argv)
-    settings = get_settings()
-    reserve_measurement_core(settings)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    model = DeviceTimeModel.from_dict(json.loads(args.model.read_text())) if args.model else None
+    model = load_model(args.model)
     alone: dict[Any, float | None] = {}
     results = []
-    with MeasurementChild(settings) as child:
-        overhead_ms = child.measure(build_op_model("invoke_overhead", {})).median_ms
+    with measuring_child() as (child, overhead_ms):
         for name in args.networks:
             result = decompose(child, name, overhead_ms, alone)
             if model is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,9 @@ from typing import Any
 import numpy as np
 
 from agent.builder import build_op_model
-from agent.runner import MeasurementChild
 from bench import write_results
+from bench.decompose import measuring_child
 from bench.zoo import NETWORKS, build_tflite
-from fdiot.processes import reserve_measurement_core
-from fdiot.settings import get_settings
 from models.opspace import chain_layers, config_key
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -126,16 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return compare(args.compare, args.out)
     if args.rounds < 3:
         parser.error("--rounds must be at least 3 (a correlation needs them)")
-    settings = get_settings()
-    reserve_measurement_core(settings)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     models = {name: build_tflite(name) for name in args.networks}
     probe = build_op_model("conv_chain", PROBE_CONFIG)
     rounds: dict[str, dict[str, list[float]]] = {
         name: {"network_ms": [], "probe_ms": [], "canary_ms": []} for name in args.networks
     }
-    with MeasurementChild(settings) as child:
-        overhead_ms = child.measure(build_op_model("invoke_overhead", {})).median_ms
+    with measuring_child() as (child, overhead_ms):
         alone: dict[Any, float] = {}
         for layer in chain_layers(PROBE_CONFIG):
             key = config_key(layer)

@@ -19,19 +19,13 @@ stopped; three mobile CNNs with seven cuts each took 12 minutes on the fifth dev
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.builder import build_op_model
-from agent.runner import MeasurementChild
 from bench import write_results
-from bench.decompose import decompose_flatbuffer
+from bench.decompose import decompose_flatbuffer, load_model, measuring_child
 from bench.zoo import _SEED, NETWORKS, _keras, convert
-from fdiot.processes import reserve_measurement_core
-from fdiot.settings import get_settings
 from models.features import OpInstance, parse_tflite
 from models.timemodel import DeviceTimeModel, fused_indices
 
@@ -115,21 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="device model JSON for the model's ratios")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "prefix_composition.json")
     args = parser.parse_args(argv)
-    settings = get_settings()
-    reserve_measurement_core(settings)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    model = DeviceTimeModel.from_dict(json.loads(args.model.read_text())) if args.model else None
+    model = load_model(args.model)
     alone: dict[Any, float | None] = {}
     networks = []
     print(f"{'network':<22}{'prefix':<24}{'ops':>5}{'weights MB':>11}{'whole ms':>10}"
           f"{'alone ms':>10}{'ratio':>7}{'model':>7}")  # fmt: skip
-    with MeasurementChild(settings) as child:
-        overhead_ms = child.measure(build_op_model("invoke_overhead", {})).median_ms
+    with measuring_child() as (child, overhead_ms):
         for name in args.networks:
             prefixes = []
             for cut, flatbuffer in prefix_flatbuffers(name, args.cuts):
                 ops = parse_tflite(flatbuffer)
-                result = decompose_flatbuffer(child, flatbuffer, overhead_ms, alone)
+                result = decompose_flatbuffer(child, flatbuffer, overhead_ms, alone, ops)
                 prefix = {
                     "cut": cut,
                     "ops": len(ops),
