@@ -81,6 +81,7 @@ class _Timer:
         canary_max_ns: int | None = None,
         canary_wait_s: float = 0.0,
         canary_min_cpu_share: float = 0.0,
+        fresh_load: bool = False,
     ) -> dict[str, Any]:
         """Time the canary, then warm up and time the model's invokes until both ``min_runs`` and
         ``min_time_s`` are reached, then time the canary again.
@@ -90,8 +91,11 @@ class _Timer:
         the median of short invokes does not show that), is timed again every
         :data:`_CANARY_POLL_S` for up to ``canary_wait_s``: the model is timed in the next quiet
         window instead of the disturbed one (``canary_polls`` counts the canary timings).
+
+        ``fresh_load`` loads the model again even if it is the one loaded, while the previous
+        interpreter is still held, so that the new one's buffers sit on other pages.
         """
-        interpreter = self._interpreter_for(model, threads)
+        interpreter = self._interpreter_for(model, threads, fresh=fresh_load)
         canary_ns: list[int] = []
         polls = 0
         if self._canary is not None and canary_runs > 0:
@@ -130,13 +134,18 @@ class _Timer:
     def _time_canary(self, runs: int) -> list[int]:
         return time_invokes(self._canary.invoke, _CANARY_WARMUP_RUNS, runs, 0)
 
-    def _interpreter_for(self, model: bytes, threads: int) -> Any:
+    def _interpreter_for(self, model: bytes, threads: int, fresh: bool = False) -> Any:
         sha256 = hashlib.sha256(model).hexdigest() + f"/{threads}"
-        if sha256 == self._model_sha256:
+        if sha256 == self._model_sha256 and not fresh:
             return self._interpreter
-        # Free the previous model before loading the next (and forget it if loading fails).
-        self._interpreter, self._model_sha256 = None, None
-        interpreter = load_interpreter(model, threads, self)
+        if fresh and sha256 == self._model_sha256:
+            # Load the same model while the held one is still allocated, so that the new
+            # buffers cannot reuse its memory; the old one is freed when replaced below.
+            interpreter = load_interpreter(model, threads, self)
+        else:
+            # Free the previous model before loading the next (and forget it if loading fails).
+            self._interpreter, self._model_sha256 = None, None
+            interpreter = load_interpreter(model, threads, self)
         self._interpreter, self._model_sha256 = interpreter, sha256
         return interpreter
 
@@ -233,6 +242,7 @@ def main(argv: list[str]) -> int:
                     canary_max_ns=request.get("canary_max_ns"),
                     canary_wait_s=float(request.get("canary_wait_s", 0.0)),
                     canary_min_cpu_share=float(request.get("canary_min_cpu_share", 0.0)),
+                    fresh_load=bool(request.get("fresh_load", False)),
                 )
                 reply = {"ok": True, **timings}
         except Exception as error:  # a bad model fails this request, not the child

@@ -250,8 +250,12 @@ class BenchmarkModelRunner:
         self.cores = cores
         self._submitted = b""
 
-    def submit(self, model: bytes) -> None:
-        """Queue ``model`` for :meth:`result` (the same two-step API as ``MeasurementChild``)."""
+    def submit(self, model: bytes, weight_bytes: float = 0.0) -> None:
+        """Queue ``model`` for :meth:`result` (the same two-step API as ``MeasurementChild``).
+
+        ``weight_bytes`` is accepted and not used: every attempt here is a ``benchmark_model``
+        process of its own, so a model is loaded anew at each attempt anyway.
+        """
         self._submitted = model
 
     def result(self) -> LatencyStats:

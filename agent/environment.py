@@ -125,6 +125,24 @@ def _cache_sizes(core: int) -> str:
     return " ".join(names)
 
 
+# sysfs cache sizes: "512K", "2048K", "32M" (the kernel prints K, some boards M).
+_SIZE_UNITS = {"K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024}
+
+
+def l2_cache_bytes(core: int) -> int | None:
+    """The size of ``core``'s level-2 data or unified cache in bytes from sysfs, None where
+    sysfs hides it (the measurement protocol then times every op in one load)."""
+    for index in sorted((_CPU_ROOT / f"cpu{core}" / "cache").glob("index*")):
+        level, kind, size = (_read_text(index / name) for name in ("level", "type", "size"))
+        if level != "2" or kind == "Instruction" or not size:
+            continue
+        unit = _SIZE_UNITS.get(size[-1].upper(), 1)
+        digits = size.rstrip("KkMmGgBb")
+        if digits.isdigit():
+            return int(digits) * unit
+    return None
+
+
 def cpu_governor(core: int) -> str | None:
     """The cpufreq governor of ``core`` (e.g. ``"performance"``), None where sysfs hides it."""
     return _read_text(_CPU_ROOT / f"cpu{core}" / "cpufreq" / "scaling_governor")

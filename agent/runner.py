@@ -125,6 +125,10 @@ class LatencyStats:
     # Wall time (s) of the whole measurement: every attempt with its canary wait and any pause
     # between attempts; what the sample cost the device, beside the kept attempt's timed runs.
     measure_s: float | None = None
+    # Loads of the model the sample was timed in (settings.near_cache_loads) and each load's
+    # kept median (ms), the fastest load kept; None with one load.
+    loads: int = 1
+    load_medians_ms: list[float] | None = None
 
     @property
     def spread(self) -> float:
@@ -145,6 +149,8 @@ class LatencyStats:
             "canary_ms": self.canary_ms,
             "state_canary_ms": self.state_canary_ms,
             "measure_s": self.measure_s,
+            "loads": self.loads,
+            "load_medians_ms": self.load_medians_ms,
         }
 
     def to_dict(self) -> dict[str, float | int]:
@@ -236,7 +242,11 @@ class MeasurementChild:
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._pending_model: bytes | None = None
+        self._pending_loads = 1
         self._submitted_at = 0.0
+        from agent.environment import l2_cache_bytes  # agent.environment imports this module
+
+        self.l2_bytes = l2_cache_bytes(self.core)
         self._pending_error: MeasurementError | None = None
         self._stderr_mark = 0
         # The canary medians (ms) seen by this runner, latest last; kept across child restarts.
@@ -354,9 +364,19 @@ class MeasurementChild:
 
     # ------------------------------------------------------------------ measuring
 
-    def measure(self, model: bytes) -> LatencyStats:
+    def loads_for(self, weight_bytes: float) -> int:
+        """Loads an op with ``weight_bytes`` of weights is timed in: ``near_cache_loads`` within
+        ``near_cache_band`` of the core's L2 (see fdiot/settings.py), else 1 (also where the L2's
+        size is unknown)."""
+        if self.l2_bytes is None or self.settings.near_cache_loads <= 1:
+            return 1
+        low, high = self.settings.near_cache_band
+        near = low * self.l2_bytes <= weight_bytes <= high * self.l2_bytes
+        return self.settings.near_cache_loads if near else 1
+
+    def measure(self, model: bytes, weight_bytes: float = 0.0) -> LatencyStats:
         """Measure ``model`` with the settings' protocol; raises MeasurementError."""
-        self.submit(model)
+        self.submit(model, weight_bytes)
         return self.result()
 
     def measure_network(self, model: bytes) -> LatencyStats:
@@ -378,11 +398,16 @@ class MeasurementChild:
         finally:
             self.settings = saved
 
-    def submit(self, model: bytes) -> None:
-        """Send ``model`` for its first timed attempt; :meth:`result` collects it."""
+    def submit(self, model: bytes, weight_bytes: float = 0.0) -> None:
+        """Send ``model`` for its first timed attempt; :meth:`result` collects it.
+
+        ``weight_bytes`` (an op's ``param_bytes``) sets how many loads it is timed in
+        (:meth:`loads_for`); 0, as for networks, times it in one.
+        """
         if self._pending_model is not None:
             raise RuntimeError("a measurement is already pending; call result() first")
         self._pending_model, self._pending_error = model, None
+        self._pending_loads = self.loads_for(weight_bytes)
         self._submitted_at = time.monotonic()
         try:
             self.start()
@@ -398,24 +423,40 @@ class MeasurementChild:
             raise RuntimeError("no measurement pending; call submit() first")
         if error is not None:
             raise error
-        attempts = [self._collect()]
-        while len(attempts) <= self.settings.max_remeasure:
-            if len(_good(attempts)) >= self.settings.min_good_attempts:
-                break
-            last = attempts[-1]
-            if not last.quiet and self.settings.disturbed_pause_s > 0:
-                # Let the disturbance pass; a long one gets a longer wait at each attempt.
-                growth = self.settings.pause_growth ** (len(attempts) - 1)
-                _pause(self.settings.disturbed_pause_s * growth)
-            self._send(model)
-            attempts.append(self._collect())
+        loads = self._pending_loads
+        kept: list[LatencyStats] = []
+        attempts_made = 0
+        for load in range(loads):
+            if load > 0:  # a fresh load: the weights on other pages (settings.near_cache_loads)
+                self._send(model, fresh_load=True)
+            attempts = [self._collect()]
+            while len(attempts) <= self.settings.max_remeasure:
+                if len(_good(attempts)) >= self.settings.min_good_attempts:
+                    break
+                last = attempts[-1]
+                if not last.quiet and self.settings.disturbed_pause_s > 0:
+                    # Let the disturbance pass; a long one gets a longer wait at each attempt.
+                    growth = self.settings.pause_growth ** (len(attempts) - 1)
+                    _pause(self.settings.disturbed_pause_s * growth)
+                self._send(model)
+                attempts.append(self._collect())
+            kept.append(_kept(attempts))
+            attempts_made += len(attempts)
         measure_s = time.monotonic() - self._submitted_at
-        return dataclasses.replace(_kept(attempts), attempts=len(attempts), measure_s=measure_s)
+        best = min(kept, key=_preference)
+        return dataclasses.replace(
+            best,
+            attempts=attempts_made,
+            measure_s=measure_s,
+            loads=loads,
+            load_medians_ms=[k.median_ms for k in kept] if loads > 1 else None,
+        )
 
     # ------------------------------------------------------------------ wire protocol
 
-    def _send(self, model: bytes) -> None:
+    def _send(self, model: bytes, *, fresh_load: bool = False) -> None:
         header: dict[str, Any] = {
+            "fresh_load": fresh_load,
             "threads": self.settings.threads,
             "warmup_runs": self.settings.warmup_runs,
             "min_runs": self.settings.min_runs,
@@ -620,7 +661,7 @@ def measure_configs(
             outcome: LatencyStats | MeasurementError = current.error
             following = prepare()
         else:
-            child.submit(current.model)
+            child.submit(current.model, float(current.features.get("param_bytes", 0.0)))
             following = prepare()  # overlaps with the child's timed runs
             try:
                 outcome = child.result()

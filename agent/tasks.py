@@ -315,7 +315,7 @@ def _measure_stream(
         else:
             model, features = prepared
             started = time.monotonic()
-            child.submit(model)
+            child.submit(model, float(features.get("param_bytes", 0.0)))
             prepared_next = prepare(following) if following is not None else None
             try:
                 stats = child.result()

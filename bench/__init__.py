@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,6 +18,25 @@ def write_results(path: Path, document: Any, *, indent: int = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=indent, default=str) + "\n")
     print(f"wrote {path}")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON document from ``path``, gunzipped first where its name ends in ``.gz`` (campaign
+    dumps are kept so, `bench/results/campaign_*.json.gz`: 4000 samples are ~0.5 MB gzipped)."""
+    if path.suffix == ".gz":
+        return json.loads(gzip.decompress(path.read_bytes()))
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write ``document`` compactly to ``path``, gzipped where its name ends in ``.gz``."""
+    text = json.dumps(document, default=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        # mtime=0: the same samples give the same bytes, so a re-dump is no change to git.
+        path.write_bytes(gzip.compress(text.encode(), mtime=0))
+    else:
+        path.write_text(text)
 
 
 def write_measurement(

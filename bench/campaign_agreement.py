@@ -30,7 +30,6 @@ counted with ``fully_connected``, as the fit worker does. Prints a table and wri
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import write_results
+from bench import read_json, write_results
 from models.opspace import config_key
 from models.timemodel import (
     as_dense_sample,
@@ -222,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.samples) < 2:
         parser.error("give at least two campaign dumps of the same device")
-    campaigns = [(str(p), json.loads(p.read_text())) for p in args.samples]
+    campaigns = [(str(p), read_json(p)) for p in args.samples]
     rows = agreement_rows(campaigns, args.op_types, args.cv)
     summary = pooled(rows)
     print_table(rows, summary)

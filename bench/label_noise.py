@@ -27,7 +27,6 @@ campaign running, as the agent measures on the same reserved core), or from a ca
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -39,7 +38,7 @@ from typing import Any
 
 from agent.builder import build_op_model
 from agent.runner import MeasurementChild
-from bench import write_results
+from bench import read_json, write_results
 from bench.accuracy import fetch_samples, start_farm, stop_farm
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
@@ -193,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "label_noise.json")
     args = parser.parse_args(argv)
     if args.samples is not None:
-        stored = json.loads(args.samples.read_text())
+        stored = read_json(args.samples)
         cv_mape: dict[str, float] = {}
     else:
         farm: subprocess.Popen[bytes] | None = start_farm(None) if args.start else None

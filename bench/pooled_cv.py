@@ -26,7 +26,6 @@ Prints a table and writes it as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import write_results
+from bench import read_json, write_json, write_results
 from models.timemodel import fit_device_model
 from server.jobs.planning import OVERHEAD_OP_TYPE
 
@@ -103,7 +102,7 @@ def dump_samples(path: Path, device: int) -> int:
 
     ensure_stack(get_settings())
     samples = fetch_samples(device)
-    path.write_text(json.dumps(samples, default=str))
+    write_json(path, samples)
     return len(samples)
 
 
@@ -128,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = dump_samples(args.dump, args.device)
         console.print(f"wrote {count} samples to {args.dump}")
         return 0
-    campaigns = [(str(p), json.loads(p.read_text())) for p in args.samples]
+    campaigns = [(str(p), read_json(p)) for p in args.samples]
     rows = pooled_rows(campaigns, args.op_types, args.cv, args.repeats)
     print_table(rows)
     write_results(

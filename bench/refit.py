@@ -42,7 +42,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import write_results, zoo
+from bench import read_json, write_results, zoo
 from bench.accuracy import _error_pct, error_summary, median_round_at_reference_ms, query_rows
 from models.features import OpInstance, parse_tflite
 from models.timemodel import (
@@ -208,7 +208,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    samples = json.loads(args.samples.read_text())
+    samples = read_json(args.samples)
     networks = json.loads(args.results.read_text())["networks"]
     if args.round_speeds:
         attached = attach_round_speeds(networks, network_jobs())

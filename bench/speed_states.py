@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench import write_results
+from bench import read_json, write_results
 from models import timemodel
 from models.opspace import config_key
 
@@ -132,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cv-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    samples = json.loads(args.samples.read_text())
+    samples = read_json(args.samples)
     variants = {"off": variant_metrics(samples, False, args.cv_repeats)}
     for window in args.windows:
         with state_window(window):

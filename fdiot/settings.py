@@ -180,6 +180,16 @@ class Settings(BaseSettings):
     disturbed_pause_s: float = Field(default=0.0, ge=0.0)
     network_disturbed_pause_s: float = Field(default=0.5, ge=0.0)
     pause_growth: float = 1.0
+    # An op whose weights are between near_cache_band times the measuring core's L2 (sysfs) is
+    # timed in near_cache_loads loads of its model (each with the attempts above, the faster load
+    # kept); others in one. Why: the L2 is physically indexed and each load puts the weights on
+    # other 4 KB pages, so near the L2's size one load can time tens of percent off another
+    # while re-timing a load does not move (python -m bench.process_spread, fifth VM, L2 2 MB:
+    # dense layers of 1.35-2.71 MB and LSTMs of 1.1-2.4 MB, README "Near the L2 size"); a
+    # network's latency is the fastest of its rounds, each a load of its own (bench.accuracy).
+    # 1 turns it off.
+    near_cache_loads: int = Field(default=1, ge=1)
+    near_cache_band: tuple[float, float] = (0.5, 1.5)
     # Child-process limits for untrusted models.
     child_memory_bytes: int = 4 * 1024 * 1024 * 1024
     child_timeout_s: float = 120.0

@@ -500,6 +500,8 @@ def test_cpu_signature_reads_cpuinfo_and_caches(
         assert environment.cpu_signature(7) == "Board A; CPU part: 0xd03"
         monkeypatch.setattr(environment, "_CPUINFO", tmp_path / "missing")
         assert environment.cpu_signature(9) == "unknown"
+        assert environment.l2_cache_bytes(1) == 512 * 1024
+        assert environment.l2_cache_bytes(7) is None
     finally:
         environment.cpu_signature.cache_clear()
 
@@ -593,3 +595,58 @@ def test_networks_keep_the_median_of_three_good_attempts(
     stats = measurer.measure_network(b"model")
     assert stats.attempts == 3 and stats.median_ms == 3.3
     assert measurer.measure(b"model").median_ms == 3.1  # op samples: the first good attempt
+
+
+def test_ops_near_the_l2_size_are_timed_in_two_loads_keeping_the_faster(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measurer = MeasurementChild(settings.model_copy(update={"near_cache_loads": 2}))
+    measurer.l2_bytes = 2_000_000
+    low, high = measurer.settings.near_cache_band
+    assert measurer.loads_for(low * 2_000_000) == 2 == measurer.loads_for(high * 2_000_000)
+    assert measurer.loads_for(0.0) == 1 and measurer.loads_for(0.99 * low * 2_000_000) == 1
+    assert measurer.loads_for(1.01 * high * 2_000_000) == 1
+    sent: list[bool] = []
+    medians = iter([2.2, 1.9, 0.5])
+    monkeypatch.setattr(measurer, "start", lambda: None)
+    monkeypatch.setattr(measurer, "_send", lambda model, fresh_load=False: sent.append(fresh_load))
+
+    def collect() -> LatencyStats:
+        median = next(medians)
+        return LatencyStats(median, median * 0.99, median * 1.01, 0.01, 50, True, quiet=True)
+
+    monkeypatch.setattr(measurer, "_collect", collect)
+    stats = measurer.measure(b"model", weight_bytes=1_500_000)
+    assert sent == [False, True]  # the second load is a fresh one
+    assert stats.median_ms == 1.9 and stats.loads == 2 and stats.attempts == 2
+    assert stats.load_medians_ms == [2.2, 1.9]
+    assert stats.quality()["load_medians_ms"] == [2.2, 1.9]
+    # Far from the L2's size, or with the setting at 1, or an unknown L2: one load.
+    assert measurer.measure(b"model", weight_bytes=100.0).loads == 1
+    assert sent == [False, True, False]
+    measurer.l2_bytes = None
+    assert measurer.loads_for(1_500_000) == 1
+
+
+def test_a_fresh_load_in_the_child_times_the_model_again(
+    settings: Settings, conv_model: bytes
+) -> None:
+    with MeasurementChild(settings.model_copy(update={"near_cache_loads": 2})) as measurer:
+        measurer.l2_bytes = 2_304  # an "L2" the size of the conv's 2.3 KB of weights
+        stats = measurer.measure(conv_model, weight_bytes=8 * 8 * 9 * 4)
+    _assert_valid(
+        stats, settings.model_copy(update={"max_remeasure": 2 * settings.max_remeasure + 1})
+    )
+    assert stats.loads == 2 and stats.load_medians_ms is not None
+    assert len(stats.load_medians_ms) == 2 and min(stats.load_medians_ms) > 0
+    assert stats.median_ms in stats.load_medians_ms
+
+
+def test_the_child_keeps_its_load_unless_asked_for_a_fresh_one(conv_model: bytes) -> None:
+    from agent import _measure_child
+
+    timer = _measure_child._Timer()
+    first = timer._interpreter_for(conv_model, 1)
+    assert timer._interpreter_for(conv_model, 1) is first  # a re-measurement reuses the load
+    fresh = timer._interpreter_for(conv_model, 1, fresh=True)
+    assert fresh is not first and timer._interpreter_for(conv_model, 1) is fresh
