@@ -571,12 +571,18 @@ def _timed_runs_s(samples: Iterable[Mapping[str, Any]]) -> float:
 def measurement_cost(samples: Iterable[Mapping[str, Any]]) -> JSON:
     """Where the campaign's device time went, from the samples' ``environment``: seconds spent
     measuring (``measure_s``: every attempt, canary wait and pause; None when no sample has it),
-    attempts and canary polls (of the kept attempt) per sample, samples timed more than once."""
+    attempts and canary polls (of the kept attempt) per sample, samples timed more than once;
+    samples timed in more than one load (``settings.near_cache_loads``) and the mean
+    ``|first load / second load - 1|`` of their kept medians (``load_spread``)."""
     attempts: list[int] = []
     polls: list[int] = []
     measure_s: list[float] = []
+    load_spreads: list[float] = []
     for s in samples:
         env = s.get("environment") or {}
+        medians = env.get("load_medians_ms") or []
+        if len(medians) >= 2 and medians[1] > 0:
+            load_spreads.append(abs(medians[0] / medians[1] - 1.0))
         if env.get("attempts") is not None:
             attempts.append(int(env["attempts"]))
         if env.get("canary_polls") is not None:
@@ -588,6 +594,8 @@ def measurement_cost(samples: Iterable[Mapping[str, Any]]) -> JSON:
         "attempts_per_sample": sum(attempts) / len(attempts) if attempts else None,
         "samples_remeasured": sum(a > 1 for a in attempts),
         "canary_polls_per_sample": sum(polls) / len(polls) if polls else None,
+        "samples_in_loads": len(load_spreads),
+        "load_spread": sum(load_spreads) / len(load_spreads) if load_spreads else None,
     }
 
 
@@ -598,9 +606,14 @@ def _environment() -> JSON:
     from agent.runner import measurement_core
     from fdiot.settings import get_settings
 
+    settings = get_settings()
     return {
         "host": platform.node(),
-        "cpu": cpu_signature(measurement_core(get_settings())),
+        "cpu": cpu_signature(measurement_core(settings)),
+        # The protocol setting most recently changed (fdiot/settings.py): the farm started by
+        # --start reads the same environment.
+        "near_cache_loads": settings.near_cache_loads,
+        "near_cache_band": list(settings.near_cache_band),
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),

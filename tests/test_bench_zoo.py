@@ -57,7 +57,15 @@ def test_measurement_cost_sums_what_the_samples_record() -> None:
 
     samples = [
         {"environment": {"attempts": 1, "canary_polls": 1, "measure_s": 0.5}},
-        {"environment": {"attempts": 3, "canary_polls": 4, "measure_s": 2.0}},
+        {
+            "environment": {
+                "attempts": 3,
+                "canary_polls": 4,
+                "measure_s": 2.0,
+                "loads": 2,
+                "load_medians_ms": [1.2, 1.0],
+            }
+        },
         {"latency": {"median_ms": 1.0}},  # an older sample: no environment, not counted
     ]
     cost = measurement_cost(samples)
@@ -65,6 +73,7 @@ def test_measurement_cost_sums_what_the_samples_record() -> None:
     assert cost["attempts_per_sample"] == pytest.approx(2.0)
     assert cost["samples_remeasured"] == 1
     assert cost["canary_polls_per_sample"] == pytest.approx(2.5)
+    assert cost["samples_in_loads"] == 1 and cost["load_spread"] == pytest.approx(0.2)
     assert measurement_cost([{"environment": {"attempts": 1}}])["measuring_s"] is None
 
 
