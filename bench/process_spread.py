@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.builder import build_op_model
-from agent.runner import MeasurementChild
-from bench import write_results
+from agent.environment import l2_cache_bytes
+from agent.runner import MeasurementChild, measurement_core
+from bench import read_json, write_results
 from fdiot.processes import reserve_measurement_core
 from fdiot.settings import get_settings
 from models.features import cost_features
@@ -122,6 +123,43 @@ def spreads(per_child: Sequence[Sequence[Sequence[float]]]) -> dict[str, float]:
     }
 
 
+def near_cache_summary(
+    rows: Sequence[Mapping[str, Any]], l2_bytes: float, band: tuple[float, float]
+) -> dict[str, Any]:
+    """Means of the spreads over the rows whose weights lie within ``band`` times ``l2_bytes``
+    (the agent's ``near_cache_band``): what timing such an op in its fastest of several loads
+    (``best_of_loads``) does to how far apart two labels can sit, against one load
+    (``across``)."""
+    near = [r for r in rows if band[0] * l2_bytes <= float(r["param_bytes"]) <= band[1] * l2_bytes]
+    out: dict[str, Any] = {"l2_bytes": l2_bytes, "band": list(band), "configs": len(near)}
+    for key in ("same_load", "reload", "across", "best_of_loads"):
+        out[f"{key}_mean"] = float(np.mean([r[key] for r in near])) if near else None
+    return out
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+    """One line of :func:`near_cache_summary`."""
+    if not summary["configs"]:
+        print("no configuration within the band")
+        return
+    print(
+        f"{summary['configs']} configurations within {summary['band'][0]}-{summary['band'][1]}x "
+        f"the L2 ({summary['l2_bytes'] / 2**20:.1f} MiB), means: same load "
+        f"{summary['same_load_mean']:.1%}, reload {summary['reload_mean']:.1%}, across "
+        f"{summary['across_mean']:.1%}, best of loads {summary['best_of_loads_mean']:.1%}"
+    )
+
+
+def summarize(paths: Sequence[Path], l2_bytes: float, band: tuple[float, float]) -> None:
+    """Add :func:`near_cache_summary` to result documents written before it existed."""
+    for path in paths:
+        document = read_json(path)
+        document["near_cache"] = near_cache_summary(document["configs"], l2_bytes, band)
+        print(path.name, end=": ")
+        print_summary(document["near_cache"])
+        write_results(path, document)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=DEFAULT_CHILDREN)
@@ -132,10 +170,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help=f"start the children with GLIBC_TUNABLES={MALLOC_HUGETLB_TUNABLE} (see above)",
     )
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        nargs="+",
+        help="add the near-cache summary to these result files (this host's L2) and stop",
+    )
     args = parser.parse_args(argv)
     if args.malloc_hugetlb:
         os.environ["GLIBC_TUNABLES"] = MALLOC_HUGETLB_TUNABLE
     settings = get_settings()
+    l2_bytes = l2_cache_bytes(measurement_core(settings))
+    if l2_bytes is None:
+        parser.error("this host's L2 size is unknown (sysfs): no band to summarize over")
+    if args.summarize:
+        summarize(args.summarize, l2_bytes, settings.near_cache_band)
+        return 0
     reserve_measurement_core(settings)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     models = [build_op_model(op_type, config) for op_type, config in DEFAULT_CONFIGS]
@@ -172,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "between two loads in one process; across: max / min - 1 of the processes' first load; "
         "best of loads: of their fastest load"
     )
+    summary = near_cache_summary(rows, l2_bytes, settings.near_cache_band)
+    print_summary(summary)
     print(f"children's AnonHugePages (kB): {huge_pages_kb}")
     write_results(
         args.out,
@@ -180,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "loads": args.loads,
             "malloc_hugetlb": args.malloc_hugetlb,
             "anon_huge_pages_kb": huge_pages_kb,
+            "near_cache": summary,
             "configs": rows,
         },
     )

@@ -55,3 +55,44 @@ def test_anon_huge_pages_read_from_the_process_itself() -> None:
     assert isinstance(own, int) and own >= 0  # Linux 4.14+ has smaps_rollup
     assert process_spread.anon_huge_pages_kb(None) is None
     assert process_spread.anon_huge_pages_kb(2**31 - 1) is None  # no such process
+
+
+def test_near_cache_summary_averages_only_the_configurations_in_the_band() -> None:
+    rows = [
+        {
+            "param_bytes": 0.4e6,
+            "same_load": 0.0,
+            "reload": 0.0,
+            "across": 0.9,
+            "best_of_loads": 0.9,
+        },
+        {
+            "param_bytes": 1.0e6,
+            "same_load": 0.01,
+            "reload": 0.1,
+            "across": 0.2,
+            "best_of_loads": 0.1,
+        },
+        {
+            "param_bytes": 3.0e6,
+            "same_load": 0.03,
+            "reload": 0.3,
+            "across": 0.4,
+            "best_of_loads": 0.3,
+        },
+        {
+            "param_bytes": 3.1e6,
+            "same_load": 0.0,
+            "reload": 0.0,
+            "across": 0.9,
+            "best_of_loads": 0.9,
+        },
+    ]
+    summary = process_spread.near_cache_summary(rows, 2e6, (0.5, 1.5))
+    assert summary["configs"] == 2
+    assert summary["across_mean"] == pytest.approx(0.3)
+    assert summary["best_of_loads_mean"] == pytest.approx(0.2)
+    assert summary["reload_mean"] == pytest.approx(0.2)
+    assert summary["same_load_mean"] == pytest.approx(0.02)
+    empty = process_spread.near_cache_summary(rows, 100.0, (0.5, 1.5))
+    assert empty["configs"] == 0 and empty["across_mean"] is None
