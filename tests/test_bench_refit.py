@@ -82,3 +82,24 @@ def test_round_speeds_are_attached_from_the_jobs_that_timed_each_round():
     other = {**network, "rounds_speed": None, "rounds_ms": [1.2, 1.05]}
     assert refit.attach_round_speeds([other], jobs) == 0
     assert other["rounds_speed"] is None
+
+
+def test_first_load_labels_undo_the_fastest_of_loads_and_nothing_else():
+    two_loads = {
+        "op_type": "fully_connected",
+        "latency": {"median_ms": 1.0, "p10_ms": 0.9},
+        "environment": {"loads": 2, "load_medians_ms": [1.3, 1.0]},
+    }
+    flat = {"op_type": "lstm", "median_ms": 2.0, "environment": {"load_medians_ms": [2.0, 2.4]}}
+    one_load = {"op_type": "conv2d", "latency": {"median_ms": 0.5}, "environment": {"loads": 1}}
+    relabelled, changed = refit.first_load_labels([two_loads, flat, one_load])
+    assert changed == 2
+    assert relabelled[0]["latency"] == {"median_ms": 1.3, "p10_ms": 0.9}
+    assert relabelled[1]["median_ms"] == 2.0 and relabelled[2] == one_load
+    assert two_loads["latency"]["median_ms"] == 1.0  # the input is not touched
+
+
+def test_variant_curves_carry_the_fits_cv_per_op_type(campaign):
+    _, curves = refit.variant_models(campaign, cv=2, seed=0)
+    cv = curves["cv_by_op_type"]
+    assert cv["conv2d"]["samples"] > 0 and 0 <= cv["conv2d"]["cv_mape"] < 1
