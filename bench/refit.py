@@ -59,23 +59,32 @@ JSON = dict[str, Any]
 VARIANTS = ("fitted", "extra_one_pass", "no_extra")
 
 
-def first_load_labels(samples: Sequence[Mapping[str, Any]]) -> tuple[list[JSON], int]:
-    """The samples as one load would have labelled them: each sample timed in several loads
-    (``load_medians_ms`` in its environment, ``settings.near_cache_loads``) takes its first load's
-    median instead of the fastest load's. Returns the copies and how many changed."""
+# How a sample timed in several loads is labelled: the fastest load's median (what the agent
+# stored until 2026-12-03), the first load's (what one load gives), their mean.
+LOAD_LABELS = ("stored", "fastest", "first", "mean")
+
+
+def load_labels(samples: Sequence[Mapping[str, Any]], how: str) -> tuple[list[JSON], int]:
+    """The samples with each one timed in several loads (``load_medians_ms`` in its
+    environment, ``settings.near_cache_loads``) labelled ``how`` (:data:`LOAD_LABELS`; "stored"
+    leaves the labels as stored). Returns the copies and how many were relabelled."""
+    if how not in LOAD_LABELS:
+        raise ValueError(f"load label {how!r}: one of {LOAD_LABELS}")
     out: list[JSON] = []
     changed = 0
     for sample in samples:
-        medians = (sample.get("environment") or {}).get("load_medians_ms") or []
-        if len(medians) < 2:
+        medians = [float(m) for m in (sample.get("environment") or {}).get("load_medians_ms") or []]
+        if len(medians) < 2 or how == "stored":
             out.append(dict(sample))
             continue
+        label = {"fastest": min(medians), "first": medians[0], "mean": sum(medians) / len(medians)}[
+            how
+        ]
         copy_ = copy.deepcopy(dict(sample))
-        first = float(medians[0])
         if isinstance(copy_.get("latency"), dict):
-            copy_["latency"]["median_ms"] = first
+            copy_["latency"]["median_ms"] = label
         if "median_ms" in copy_:
-            copy_["median_ms"] = first
+            copy_["median_ms"] = label
         out.append(copy_)
         changed += 1
     return out, changed
@@ -239,9 +248,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "before bench.accuracy stored rounds_speed)",
     )
     parser.add_argument(
-        "--first-load",
-        action="store_true",
-        help="label each sample timed in several loads by its first load (what one load gives)",
+        "--load-label",
+        choices=LOAD_LABELS,
+        default="stored",
+        help="label each sample timed in several loads by its fastest load, its first (what one "
+        "load gives) or their mean (default: as stored)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/refit.json"))
     return parser.parse_args(argv)
@@ -250,10 +261,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     samples = read_json(args.samples)
-    relabelled = 0
-    if args.first_load:
-        samples, relabelled = first_load_labels(samples)
-        Console().print(f"labelled by their first load: {relabelled} samples")
+    samples, relabelled = load_labels(samples, args.load_label)
+    if relabelled:
+        Console().print(f"labelled by their {args.load_label} load(s): {relabelled} samples")
     networks = json.loads(args.results.read_text())["networks"]
     if args.round_speeds:
         attached = attach_round_speeds(networks, network_jobs())
@@ -276,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "samples_file": str(args.samples),
             "results_file": str(args.results),
             "samples": len(samples),
-            "first_load_labels": relabelled if args.first_load else None,
+            "load_label": args.load_label,
+            "relabelled": relabelled,
             "cv_by_op_type": cv,
             "networks_with_round_speeds": sum(1 for n in networks if n.get("rounds_speed")),
             "summary": summary,

@@ -183,12 +183,15 @@ class Settings(BaseSettings):
     # An op whose weights are between near_cache_band times the measuring core's L2 (sysfs) is
     # timed in near_cache_loads loads of its model (each with the attempts above, the faster load
     # kept); others in one. Why: the L2 is physically indexed and each load puts the weights on
-    # other 4 KB pages, so near the L2's size one load can time tens of percent off another
-    # while re-timing a load does not move (python -m bench.process_spread, fifth VM, L2 2 MB:
-    # dense layers of 1.35-2.71 MB and LSTMs of 1.1-2.4 MB, README "Near the L2 size"); a
-    # network's latency is the fastest of its rounds, each a load of its own (bench.accuracy).
-    # 1 turns it off.
-    near_cache_loads: int = Field(default=1, ge=1)
+    # other pages, so near the L2's size one load can time tens of percent off another while
+    # re-timing a load does not move. python -m bench.process_spread on the fifth VM (L2 2 MB,
+    # 10 configurations of 1.1-2.7 MB, 5 processes): re-timing a load 1.1-1.2%, a second load
+    # 4.9-5.2%, first loads of five processes 11.3-12.9% apart, fastest of two loads 8.9-9.4%
+    # (means over the configurations). Its default campaign (2026-12-03, 258 of 3822 samples in
+    # two loads) had CV conv2d 5.52%, dense 14.32%, LSTM 8.01%, GRU 7.39%; the same samples
+    # labelled by their first load 5.63%, 15.05%, 8.05%, 7.55% (bench.refit --load-label). On
+    # networks the two labellings were not told apart (README, "Latest"). 1 turns it off.
+    near_cache_loads: int = Field(default=2, ge=1)
     near_cache_band: tuple[float, float] = (0.5, 1.5)
     # Child-process limits for untrusted models.
     child_memory_bytes: int = 4 * 1024 * 1024 * 1024

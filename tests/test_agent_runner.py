@@ -140,6 +140,8 @@ def test_quiet_measurement_carries_its_canary_and_cpu_share(
         "canary_ms",
         "state_canary_ms",
         "measure_s",
+        "loads",
+        "load_medians_ms",
     }
     assert stats.measure_s is not None and stats.measure_s > 0
     assert stats.canary_polls is not None and stats.canary_polls >= 1
@@ -254,7 +256,7 @@ def test_child_waits_for_a_quiet_window(monkeypatch: pytest.MonkeyPatch) -> None
 
     timer = _measure_child._Timer()
     timer._canary = Canary()
-    monkeypatch.setattr(timer, "_interpreter_for", lambda model, threads: Model())
+    monkeypatch.setattr(timer, "_interpreter_for", lambda model, threads, fresh=False: Model())
     monkeypatch.setattr(_measure_child, "_CANARY_POLL_S", 0.0)
     reply = timer.time_invokes(
         b"model", 1, 0, 5, 0.0, canary_runs=20, canary_max_ns=1_000_000, canary_wait_s=10.0

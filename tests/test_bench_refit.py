@@ -84,7 +84,7 @@ def test_round_speeds_are_attached_from_the_jobs_that_timed_each_round():
     assert other["rounds_speed"] is None
 
 
-def test_first_load_labels_undo_the_fastest_of_loads_and_nothing_else():
+def test_load_labels_relabel_only_samples_timed_in_several_loads():
     two_loads = {
         "op_type": "fully_connected",
         "latency": {"median_ms": 1.0, "p10_ms": 0.9},
@@ -92,11 +92,21 @@ def test_first_load_labels_undo_the_fastest_of_loads_and_nothing_else():
     }
     flat = {"op_type": "lstm", "median_ms": 2.0, "environment": {"load_medians_ms": [2.0, 2.4]}}
     one_load = {"op_type": "conv2d", "latency": {"median_ms": 0.5}, "environment": {"loads": 1}}
-    relabelled, changed = refit.first_load_labels([two_loads, flat, one_load])
+    samples = [two_loads, flat, one_load]
+    first, changed = refit.load_labels(samples, "first")
     assert changed == 2
-    assert relabelled[0]["latency"] == {"median_ms": 1.3, "p10_ms": 0.9}
-    assert relabelled[1]["median_ms"] == 2.0 and relabelled[2] == one_load
+    assert first[0]["latency"] == {"median_ms": 1.3, "p10_ms": 0.9}
+    assert first[1]["median_ms"] == 2.0 and first[2] == one_load
+    mean, _ = refit.load_labels(samples, "mean")
+    assert mean[0]["latency"]["median_ms"] == pytest.approx(1.15)
+    assert mean[1]["median_ms"] == pytest.approx(2.2)
+    fastest, _ = refit.load_labels(samples, "fastest")
+    assert fastest[0]["latency"]["median_ms"] == 1.0 and fastest[1]["median_ms"] == 2.0
+    stored, changed = refit.load_labels(samples, "stored")
+    assert changed == 0 and stored == samples
     assert two_loads["latency"]["median_ms"] == 1.0  # the input is not touched
+    with pytest.raises(ValueError, match="load label"):
+        refit.load_labels(samples, "slowest")
 
 
 def test_variant_curves_carry_the_fits_cv_per_op_type(campaign):
