@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -85,14 +87,22 @@ def test_round_speeds_are_attached_from_the_jobs_that_timed_each_round():
 
 
 def test_load_labels_relabel_only_samples_timed_in_several_loads():
-    two_loads = {
+    two_loads: dict[str, Any] = {
         "op_type": "fully_connected",
         "latency": {"median_ms": 1.0, "p10_ms": 0.9},
         "environment": {"loads": 2, "load_medians_ms": [1.3, 1.0]},
     }
-    flat = {"op_type": "lstm", "median_ms": 2.0, "environment": {"load_medians_ms": [2.0, 2.4]}}
-    one_load = {"op_type": "conv2d", "latency": {"median_ms": 0.5}, "environment": {"loads": 1}}
-    samples = [two_loads, flat, one_load]
+    flat: dict[str, Any] = {
+        "op_type": "lstm",
+        "median_ms": 2.0,
+        "environment": {"load_medians_ms": [2.0, 2.4]},
+    }
+    one_load: dict[str, Any] = {
+        "op_type": "conv2d",
+        "latency": {"median_ms": 0.5},
+        "environment": {"loads": 1},
+    }
+    samples: list[dict[str, Any]] = [two_loads, flat, one_load]
     first, changed = refit.load_labels(samples, "first")
     assert changed == 2
     assert first[0]["latency"] == {"median_ms": 1.3, "p10_ms": 0.9}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_error_summary_counts_misses_and_shares() -> None:
 def test_measurement_cost_sums_what_the_samples_record() -> None:
     from bench.accuracy import measurement_cost
 
-    samples = [
+    samples: list[dict[str, Any]] = [
         {"environment": {"attempts": 1, "canary_polls": 1, "measure_s": 0.5}},
         {
             "environment": {
