@@ -30,6 +30,7 @@ from rich.table import Table
 
 from bench import read_json, write_results
 from bench.refit import score
+from models import timemodel
 from models.features import OpInstance
 from models.timemodel import DeviceTimeModel, fit_device_model
 
@@ -127,8 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bags", type=int, default=DEFAULT_BAGS)
     parser.add_argument("--fraction", type=float, default=DEFAULT_FRACTION)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--min-samples-leaf",
+        type=int,
+        default=None,
+        help=f"smallest tree leaf for this run (default: the fitter's, "
+        f"{timemodel.MIN_SAMPLES_LEAF}): does a larger leaf make the fits agree more?",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/bagging.json"))
     args = parser.parse_args(argv)
+    if args.min_samples_leaf is not None:
+        timemodel.MIN_SAMPLES_LEAF = args.min_samples_leaf  # read by make_regressor at each fit
     if args.bags < 2 or not 0 < args.fraction < 1:
         parser.error("--bags must be at least 2 and --fraction within (0, 1)")
     samples = read_json(args.samples)
@@ -136,7 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(samples, networks, bags=args.bags, fraction=args.fraction, seed=args.seed)
     report(Console(), result)
     write_results(
-        args.out, {"samples_file": str(args.samples), "results_file": str(args.results), **result}
+        args.out,
+        {
+            "samples_file": str(args.samples),
+            "results_file": str(args.results),
+            "min_samples_leaf": timemodel.MIN_SAMPLES_LEAF,
+            **result,
+        },
     )
     return 0
 
