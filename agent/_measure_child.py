@@ -136,16 +136,15 @@ class _Timer:
 
     def _interpreter_for(self, model: bytes, threads: int, fresh: bool = False) -> Any:
         sha256 = hashlib.sha256(model).hexdigest() + f"/{threads}"
-        if sha256 == self._model_sha256 and not fresh:
-            return self._interpreter
-        if fresh and sha256 == self._model_sha256:
-            # Load the same model while the held one is still allocated, so that the new
-            # buffers cannot reuse its memory; the old one is freed when replaced below.
-            interpreter = load_interpreter(model, threads, self)
+        if sha256 == self._model_sha256:
+            if not fresh:
+                return self._interpreter
+            # A fresh load of the same model is made while the held one is still allocated, so
+            # that its buffers cannot reuse that memory; the old one is freed when replaced.
         else:
             # Free the previous model before loading the next (and forget it if loading fails).
             self._interpreter, self._model_sha256 = None, None
-            interpreter = load_interpreter(model, threads, self)
+        interpreter = load_interpreter(model, threads, self)
         self._interpreter, self._model_sha256 = interpreter, sha256
         return interpreter
 

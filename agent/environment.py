@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Iterator
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -113,16 +114,21 @@ def _cpuinfo_fields(core: int) -> dict[str, str]:
     return {key: found[key] for key in _CPUINFO_KEYS if found.get(key)}
 
 
-def _cache_sizes(core: int) -> str:
-    """``"L1d 32K L1i 32K L2 512K L3 32768K"`` from sysfs, empty where sysfs hides it."""
-    names: list[str] = []
+def _caches(core: int) -> Iterator[tuple[str, str | None, str]]:
+    """``(level, type, size)`` of each cache sysfs lists for ``core``, e.g. ``("2", "Unified",
+    "512K")``; entries without a level or size are skipped."""
     for index in sorted((_CPU_ROOT / f"cpu{core}" / "cache").glob("index*")):
         level, kind, size = (_read_text(index / name) for name in ("level", "type", "size"))
-        if not (level and size):
-            continue
-        suffix = {"Data": "d", "Instruction": "i"}.get(kind or "", "")
-        names.append(f"L{level}{suffix} {size}")
-    return " ".join(names)
+        if level and size:
+            yield level, kind, size
+
+
+def _cache_sizes(core: int) -> str:
+    """``"L1d 32K L1i 32K L2 512K L3 32768K"`` from sysfs, empty where sysfs hides it."""
+    suffixes = {"Data": "d", "Instruction": "i"}
+    return " ".join(
+        f"L{level}{suffixes.get(kind or '', '')} {size}" for level, kind, size in _caches(core)
+    )
 
 
 # sysfs cache sizes: "512K", "2048K", "32M" (the kernel prints K, some boards M).
@@ -132,9 +138,8 @@ _SIZE_UNITS = {"K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024}
 def l2_cache_bytes(core: int) -> int | None:
     """The size of ``core``'s level-2 data or unified cache in bytes from sysfs, None where
     sysfs hides it (the measurement protocol then times every op in one load)."""
-    for index in sorted((_CPU_ROOT / f"cpu{core}" / "cache").glob("index*")):
-        level, kind, size = (_read_text(index / name) for name in ("level", "type", "size"))
-        if level != "2" or kind == "Instruction" or not size:
+    for level, kind, size in _caches(core):
+        if level != "2" or kind == "Instruction":
             continue
         unit = _SIZE_UNITS.get(size[-1].upper(), 1)
         digits = size.rstrip("KkMmGgBb")
