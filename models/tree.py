@@ -96,6 +96,15 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         leaves may not extrapolate to (see Notes), not the root. Skipped (the root is grown
         greedily) when either side would hold fewer than ``2 * min_samples_leaf`` samples, the
         fewest a node needs to be split.
+    smoothing : float, default=0.0
+        M5 smoothing constant ``k`` (Quinlan 1992; Wang and Witten 1997): after pruning, each
+        node's model is blended with its ancestors' up the path, ``p = (n * p_below + k * q) /
+        (n + k)`` at each ancestor with model ``q``, ``n`` the training rows of the node below.
+        Every model is linear in the same cost features, so the blend is folded into each node's
+        coefficients and the leaves keep the form ``t = w . x + b`` with ``w, b >= 0``.
+        The blend stops at a forced split (each side is a kernel of its own). 0 turns it off.
+        A sequence is a grid: the constant is chosen with the pruning strength, by the same
+        cross-validation (the grid's first value without one).
 
     Attributes
     ----------
@@ -107,6 +116,8 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         Column indices of the split features.
     alpha_ : float
         The chosen pruning strength (fraction of the root error per extra leaf).
+    smoothing_ : float
+        The smoothing constant the tree was smoothed with (0: none).
     n_features_in_ : int
         Number of columns seen in ``fit``.
     forced_split_ : dict or None
@@ -137,6 +148,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         relative: bool = True,
         random_state: int | np.random.RandomState | None = None,
         forced_split: Mapping[str, Any] | None = None,
+        smoothing: float | Sequence[float] = 0.0,
     ) -> None:
         self.cost_features = cost_features
         self.split_features = split_features
@@ -150,6 +162,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.relative = relative
         self.random_state = random_state
         self.forced_split = forced_split
+        self.smoothing = smoothing
 
     # ----------------------------------------------------------------------------- fitting
     def _names(self) -> list[str] | None:
@@ -224,11 +237,30 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         w = self._weights(y, sw)
         tree = self._grow(X, y, w)
         self.alpha_ = 0.0
+        grid = self._smoothing_grid()
+        self.smoothing_ = grid[0]
         splits = self._cv_splits(len(y))
         if splits and _n_nodes(tree) > 1:
-            self.alpha_ = self._choose_alpha(X, y, w, splits)
-        self.tree_ = _prune(tree, self.alpha_ * tree["error"])
+            self.alpha_, self.smoothing_ = self._choose_alpha(X, y, w, splits, grid)
+        self.tree_ = self._finish(_prune(tree, self.alpha_ * tree["error"]), X, self.smoothing_)
         return self
+
+    def _smoothing_grid(self) -> list[float]:
+        values = (
+            [float(v) for v in self.smoothing]
+            if isinstance(self.smoothing, Sequence)
+            else [float(self.smoothing)]
+        )
+        if not values or min(values) < 0:
+            raise ValueError(f"smoothing must be >= 0 or a non-empty grid, got {self.smoothing!r}")
+        return values
+
+    def _finish(self, pruned: Node, X: np.ndarray, smoothing: float) -> Node:
+        """The pruned tree as it predicts: smoothed with constant ``smoothing`` over its
+        training rows X."""
+        if smoothing <= 0:
+            return pruned
+        return _smooth(pruned, X[:, self.cost_indices_], X, smoothing)
 
     def _grow(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> Node:
         return self._node(X, y, w, depth=0)
@@ -368,19 +400,29 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         y: np.ndarray,
         w: np.ndarray,
         splits: list[tuple[np.ndarray, np.ndarray]],
-    ) -> float:
-        errors = np.zeros(len(_ALPHA_GRID))
+        smoothing_grid: Sequence[float] = (0.0,),
+    ) -> tuple[float, float]:
+        """The pruning strength and smoothing constant with the least held-out error."""
+        errors = np.zeros((len(_ALPHA_GRID), len(smoothing_grid)))
         for train, test in splits:
             tree = self._grow(X[train], y[train], w[train])
             for i, alpha in enumerate(_ALPHA_GRID):
-                pred = _predict(_prune(tree, alpha * tree["error"]), X[test], self.cost_indices_)
-                errors[i] += float(np.sum(np.sqrt(w[test]) * np.abs(pred - y[test])))
-        # Among equally good strengths prefer the strongest pruning (the smaller tree).
+                pruned = _prune(tree, alpha * tree["error"])
+                for j, k in enumerate(smoothing_grid):
+                    pred = _predict(self._finish(pruned, X[train], k), X[test], self.cost_indices_)
+                    errors[i, j] += float(np.sum(np.sqrt(w[test]) * np.abs(pred - y[test])))
+        # Among equally good choices prefer the strongest pruning (the smaller tree), then the
+        # grid's first smoothing constant.
         best = float(np.min(errors))
         tolerance = 1e-9 * max(best, 1e-300)
-        return float(
-            max(a for a, e in zip(_ALPHA_GRID, errors, strict=True) if e <= best + tolerance)
-        )
+        good = [
+            (alpha, -j)
+            for i, alpha in enumerate(_ALPHA_GRID)
+            for j in range(len(smoothing_grid))
+            if errors[i, j] <= best + tolerance
+        ]
+        alpha, minus_j = max(good)
+        return float(alpha), float(smoothing_grid[-minus_j])
 
     # ----------------------------------------------------------------------------- predicting
     def predict(self, X: Any) -> np.ndarray:
@@ -467,6 +509,8 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
                 params[key] = list(params[key])
         if params["forced_split"] is not None:
             params["forced_split"] = dict(params["forced_split"])
+        if isinstance(params["smoothing"], Sequence):
+            params["smoothing"] = [float(v) for v in params["smoothing"]]
         if not isinstance(params["random_state"], int | type(None)):
             params["random_state"] = None
         return {
@@ -475,6 +519,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             "cost_indices": [int(i) for i in self.cost_indices_],
             "split_indices": [int(i) for i in self.split_indices_],
             "alpha": float(self.alpha_),
+            "smoothing": float(self.smoothing_),
             "tree": self.tree_,
         }
 
@@ -486,6 +531,9 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         est.cost_indices_ = np.asarray(data["cost_indices"], dtype=int)
         est.split_indices_ = np.asarray(data["split_indices"], dtype=int)
         est.alpha_ = float(data["alpha"])
+        # Stored before smoothing existed: the tree was not smoothed. A stored tree is already
+        # smoothed (the blend is folded into its coefficients); the constant is for the record.
+        est.smoothing_ = float(data.get("smoothing", 0.0))
         est.tree_ = data["tree"]
         return est
 
@@ -597,6 +645,34 @@ def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:
 
     walk(tree, np.arange(X.shape[0]), root=True)
     return out
+
+
+def _smooth(tree: Node, Z: np.ndarray, X: np.ndarray, k: float) -> Node:
+    """``tree`` with each node's model blended with its ancestors' (M5 smoothing, constant
+    ``k``), ``share_max`` recomputed on the training rows (cost features ``Z``, all columns X)."""
+
+    def walk(node: Node, rows: np.ndarray, above: list[tuple[np.ndarray, float, int]]) -> Node:
+        own = np.asarray(node["coef"], dtype=float)
+        coef, intercept = own, float(node["intercept"])
+        # Up the path: at each ancestor the value from below (n rows) meets the ancestor's model.
+        for a_coef, a_intercept, n_below in reversed(above):
+            coef = (n_below * coef + k * a_coef) / (n_below + k)
+            intercept = (n_below * intercept + k * a_intercept) / (n_below + k)
+        out: Node = {**node, "coef": coef.tolist(), "intercept": float(intercept)}
+        if rows.size:
+            out["share_max"] = _term_shares(Z[rows], coef, intercept).max(axis=0).tolist()
+        if "split" not in node:
+            return out
+        mask = _split_mask(node["split"], X[rows])
+        forced = bool(node["split"].get("forced"))
+        for side, side_rows in (("left", rows[mask]), ("right", rows[~mask])):
+            child = node[side]
+            # Below a forced split each side starts afresh: this node was fitted on both kernels.
+            path = [] if forced else [*above, (own, float(node["intercept"]), int(child["n"]))]
+            out[side] = walk(child, side_rows, path)
+        return out
+
+    return walk(tree, np.arange(X.shape[0]), [])
 
 
 def _n_leaves(node: Node) -> int:

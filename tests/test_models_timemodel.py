@@ -1099,3 +1099,13 @@ def test_a_configuration_timed_again_counts_once_with_its_fastest_label(samples,
     assert metrics["per_op_type"]["conv2d"]["cv_mape"] == pytest.approx(
         fitted[1]["per_op_type"]["conv2d"]["cv_mape"]
     )
+
+
+def test_tiled_trees_choose_a_smoothing_constant_and_the_paper_form_has_none():
+    from models.timemodel import TREE_SMOOTHING, feature_names, make_regressor
+
+    names = feature_names("conv2d")
+    tiled = make_regressor("conv2d", names)
+    assert tiled.smoothing == TREE_SMOOTHING and 0.0 in TREE_SMOOTHING
+    paper = make_regressor("conv2d", feature_names("conv2d", "paper"), variant="paper")
+    assert paper.smoothing == 0.0

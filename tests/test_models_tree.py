@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -265,3 +266,82 @@ def test_rows_beyond_a_forced_side_are_priced_by_that_side_not_the_root():
     far = np.array([[X[:, 0].max() * 100, 2, 56], [X[:, 0].max() * 100, 1, 56]])
     # Far beyond every node's samples: the slow kernel's side still prices at its rate (6x).
     np.testing.assert_allclose(est.predict(far), far[:, 0] * np.array([6e-9, 1e-9]), rtol=0.2)
+
+
+def _path_models(tree, x):
+    """(coef, intercept, n) of each node on the path of row x, root first."""
+    from models.tree import _split_mask
+
+    out, node = [], tree
+    while True:
+        out.append((np.asarray(node["coef"]), node["intercept"], node["n"]))
+        if "split" not in node:
+            return out
+        node = node["left"] if _split_mask(node["split"], x[None, :])[0] else node["right"]
+
+
+def test_smoothing_blends_each_leaf_with_its_ancestors_m5_style():
+    X, y = _step_data()
+    params: dict[str, Any] = dict(
+        cost_features=["flops"], split_features=["cout", "h"], feature_names=NAMES, cv=0
+    )
+    raw = TreeLinearRegressor(**params, max_depth=2, random_state=0).fit(X, y)
+    k = 15.0
+    smooth = TreeLinearRegressor(**params, max_depth=2, random_state=0, smoothing=k).fit(X, y)
+    for x in X[:40]:
+        path = _path_models(raw.tree_, x)
+        coef, intercept, _ = path[-1]
+        # p = (n * p_below + k * q) / (n + k) at each ancestor, n the rows of the node below.
+        for (a_coef, a_intercept, _), (_, _, n_below) in zip(
+            reversed(path[:-1]), reversed(path[1:]), strict=True
+        ):
+            coef = (n_below * coef + k * a_coef) / (n_below + k)
+            intercept = (n_below * intercept + k * a_intercept) / (n_below + k)
+        leaf = _path_models(smooth.tree_, x)[-1]
+        np.testing.assert_allclose(leaf[0], coef)
+        assert leaf[1] == pytest.approx(intercept)
+        assert np.all(leaf[0] >= 0) and leaf[1] >= 0
+    # Same structure; the blend moves predictions but keeps the step it was grown on.
+    assert raw.rules().count("\n") == smooth.rules().count("\n")
+    assert not np.allclose(raw.predict(X), smooth.predict(X))
+    assert np.mean(np.abs(smooth.predict(X) - y) / y) < 0.1
+    again = TreeLinearRegressor.from_dict(json.loads(json.dumps(smooth.to_dict())))
+    np.testing.assert_allclose(again.predict(X), smooth.predict(X))
+
+
+def test_smoothing_does_not_blend_across_a_forced_split():
+    X, y = _two_kernel_data(n=600, slow=120)
+    params: dict[str, Any] = dict(
+        cost_features=[0],
+        split_features=[1, 2],
+        min_samples_leaf=10,
+        forced_split={"feature": 1, "kind": "le", "value": 1},
+        cv=0,
+        random_state=0,
+        max_depth=1,
+    )
+    raw = TreeLinearRegressor(**params).fit(X, y)
+    smooth = TreeLinearRegressor(**params, smoothing=50.0).fit(X, y)
+    # Depth 1: the two sides of the forced split are leaves and keep their own models (6x apart).
+    for side in ("left", "right"):
+        np.testing.assert_allclose(smooth.tree_[side]["coef"], raw.tree_[side]["coef"])
+    slow = X[:, 1] == 2
+    assert np.mean(np.abs(smooth.predict(X[slow]) - y[slow]) / y[slow]) < 0.05
+
+
+def test_a_smoothing_grid_is_chosen_by_cross_validation():
+    X, y = _step_data()
+    est = TreeLinearRegressor(
+        cost_features=["flops"],
+        split_features=["cout", "h"],
+        feature_names=NAMES,
+        cv=3,
+        random_state=0,
+        smoothing=(0.0, 5.0, 1000.0),
+    ).fit(X, y)
+    # A sharp 50% step: blending each leaf with the root (k = 1000) smears it, so CV refuses it.
+    assert est.smoothing_ in (0.0, 5.0)
+    assert np.mean(np.abs(est.predict(X) - y) / y) < 0.03
+    assert TreeLinearRegressor.from_dict(est.to_dict()).smoothing_ == est.smoothing_
+    with pytest.raises(ValueError, match="smoothing"):
+        TreeLinearRegressor(smoothing=-1.0).fit(X, y)
