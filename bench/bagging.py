@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import read_json, write_results
-from bench.refit import score
+from bench.refit import add_smoothing_option, score, use_smoothing
 from models import timemodel
 from models.features import OpInstance
 from models.timemodel import DeviceTimeModel, fit_device_model
@@ -135,20 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"smallest tree leaf for this run (default: the fitter's, "
         f"{timemodel.MIN_SAMPLES_LEAF}): does a larger leaf make the fits agree more?",
     )
-    parser.add_argument(
-        "--smoothing",
-        type=float,
-        nargs="+",
-        default=None,
-        help=f"M5 smoothing constants the trees choose from (default: the fitter's, "
-        f"{timemodel.TREE_SMOOTHING}); 0 fits the trees unsmoothed, as before 2026-12-03",
-    )
+    add_smoothing_option(parser)
     parser.add_argument("--out", type=Path, default=Path("bench/results/bagging.json"))
     args = parser.parse_args(argv)
     if args.min_samples_leaf is not None:
         timemodel.MIN_SAMPLES_LEAF = args.min_samples_leaf  # read by make_regressor at each fit
-    if args.smoothing is not None:
-        timemodel.TREE_SMOOTHING = tuple(args.smoothing)  # as MIN_SAMPLES_LEAF
+    smoothing = use_smoothing(args.smoothing)
     if args.bags < 2 or not 0 < args.fraction < 1:
         parser.error("--bags must be at least 2 and --fraction within (0, 1)")
     samples = read_json(args.samples)
@@ -161,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "samples_file": str(args.samples),
             "results_file": str(args.results),
             "min_samples_leaf": timemodel.MIN_SAMPLES_LEAF,
-            "smoothing": list(timemodel.TREE_SMOOTHING),
+            "smoothing": smoothing,
             **result,
         },
     )

@@ -44,6 +44,7 @@ from rich.table import Table
 
 from bench import read_json, write_results, zoo
 from bench.accuracy import _error_pct, error_summary, median_round_at_reference_ms, query_rows
+from models import timemodel
 from models.features import OpInstance, parse_tflite
 from models.timemodel import (
     DeviceTimeModel,
@@ -233,6 +234,25 @@ def report(console: Console, summary: Mapping[str, JSON], curves: Mapping[str, A
             console.print(f"{name}: no extra curve")
 
 
+def add_smoothing_option(parser: argparse.ArgumentParser) -> None:
+    """``--smoothing K [K ...]``: the M5 smoothing constants the refitted trees choose from."""
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"M5 smoothing constants the trees choose from (default: the fitter's, "
+        f"{timemodel.TREE_SMOOTHING}); 0 fits the trees unsmoothed, as before 2026-12-03",
+    )
+
+
+def use_smoothing(values: Sequence[float] | None) -> list[float]:
+    """Make the fitter's trees choose from ``values`` (None: keep its default); return the grid."""
+    if values is not None:
+        timemodel.TREE_SMOOTHING = tuple(values)  # read by make_regressor at each fit
+    return list(timemodel.TREE_SMOOTHING)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, required=True, help="a pooled_cv --dump file")
@@ -254,12 +274,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="label each sample timed in several loads by its fastest load, its first (what one "
         "load gives) or their mean (default: as stored)",
     )
+    add_smoothing_option(parser)
     parser.add_argument("--out", type=Path, default=Path("bench/results/refit.json"))
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    smoothing = use_smoothing(args.smoothing)
     samples = read_json(args.samples)
     samples, relabelled = load_labels(samples, args.load_label)
     if relabelled:
@@ -288,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "samples": len(samples),
             "load_label": args.load_label,
             "relabelled": relabelled,
+            "smoothing": smoothing,
             "cv_by_op_type": cv,
             "networks_with_round_speeds": sum(1 for n in networks if n.get("rounds_speed")),
             "summary": summary,

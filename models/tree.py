@@ -4,7 +4,8 @@ Each leaf predicts ``t = w . x + b`` with ``w >= 0`` and ``b >= 0`` over the *co
 (FLOPs, bytes, ...). Internal nodes split on *configuration variables* in two ways: an interval
 (``v <= c``) or an integer multiple (``v mod m == 0``), which is how tile sizes of a runtime's
 kernels show up. The tree is grown greedily on (relative) squared error with depth, leaf-size and
-gain limits, then pruned by cost-complexity with the pruning strength chosen by cross-validation.
+gain limits, then pruned by cost-complexity with the pruning strength chosen by cross-validation,
+and optionally smoothed as M5 model trees are (each node's model blended with its ancestors').
 """
 
 from __future__ import annotations
@@ -465,7 +466,8 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return names if names is not None else [f"x{i}" for i in range(self.n_features_in_)]
 
     def rules(self, feature_names: Sequence[str] | None = None, unit: str = "") -> str:
-        """Human-readable rules, one line per leaf.
+        """Human-readable rules, one line per leaf, and a last line saying the smoothing constant
+        when the tree is smoothed.
 
         Example: ``if cout mod 16 == 0 and h <= 28: t = 1.2e-09*flops + 3.1e-07*output_bytes +
         0.012`` (``unit`` is appended to the intercept).
@@ -482,6 +484,12 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             terms.append(f"{leaf['intercept']:.3g}{(' ' + unit) if unit else ''}")
             condition = " and ".join(path) if path else "always"
             lines.append(f"if {condition}: t = {' + '.join(terms)}   [n={leaf['n']}]")
+        k = float(getattr(self, "smoothing_", 0.0))
+        if k > 0:
+            lines.append(
+                f"(each leaf's t is its own fit blended with its ancestors', M5 smoothing k={k:g}:"
+                " (n * below + k * ancestor) / (n + k) at each level up)"
+            )
         return "\n".join(lines)
 
     def _leaves_with(self, names: list[str]) -> list[tuple[list[str], Node]]:

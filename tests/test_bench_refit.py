@@ -123,3 +123,15 @@ def test_variant_curves_carry_the_fits_cv_per_op_type(campaign):
     _, curves = refit.variant_models(campaign, cv=2, seed=0)
     cv = curves["cv_by_op_type"]
     assert cv["conv2d"]["samples"] > 0 and 0 <= cv["conv2d"]["cv_mape"] < 1
+
+
+def test_smoothing_option_sets_the_fitters_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.refit import parse_args, use_smoothing
+    from models import timemodel
+
+    monkeypatch.setattr(timemodel, "TREE_SMOOTHING", timemodel.TREE_SMOOTHING)
+    default = list(timemodel.TREE_SMOOTHING)
+    assert use_smoothing(None) == default
+    args = parse_args(["--samples", "s.json", "--results", "r.json", "--smoothing", "0"])
+    assert use_smoothing(args.smoothing) == [0.0]
+    assert timemodel.make_regressor("conv2d", timemodel.feature_names("conv2d")).smoothing == (0.0,)

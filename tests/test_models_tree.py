@@ -302,7 +302,8 @@ def test_smoothing_blends_each_leaf_with_its_ancestors_m5_style():
         assert leaf[1] == pytest.approx(intercept)
         assert np.all(leaf[0] >= 0) and leaf[1] >= 0
     # Same structure; the blend moves predictions but keeps the step it was grown on.
-    assert raw.rules().count("\n") == smooth.rules().count("\n")
+    assert raw.rules().count("\n") + 1 == smooth.rules().count("\n")
+    assert "M5 smoothing k=15" in smooth.rules() and "smoothing" not in raw.rules()
     assert not np.allclose(raw.predict(X), smooth.predict(X))
     assert np.mean(np.abs(smooth.predict(X) - y) / y) < 0.1
     again = TreeLinearRegressor.from_dict(json.loads(json.dumps(smooth.to_dict())))
