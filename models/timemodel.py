@@ -593,7 +593,8 @@ FORCED_SPLITS: dict[str, dict[str, Any]] = {
 # 2.6% and 2.4% between fits with it against 3.4% and 3.4% without (bench.bagging), with the same
 # network scores and op-level CV (README, "How much the fit itself moves"). The grid is the first
 # one tried, geometric from 2 (a leaf of 8 rows: 20% its parent) to 32 (80%); 15, M5's constant,
-# used alone, worsened every op type's CV on both campaigns (LSTM 7.7 -> 10.0%).
+# used alone, worsened the CV of conv2d, depthwise, dense, LSTM and GRU on the fifth campaign
+# (LSTM 8.01 -> 10.24%; bench/results/refit_vm5_fifth_smoothing15.json).
 TREE_SMOOTHING: tuple[float, ...] = (0.0, 2.0, 8.0, 32.0)
 # Repeats of the K-fold split that chooses the pruning strength (1 = one split).
 PRUNE_CV_REPEATS = 1
