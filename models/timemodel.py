@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
-from sklearn.model_selection import KFold, RepeatedKFold
+from sklearn.model_selection import KFold
 
 from models.features import COST_FEATURES, OpInstance, cost_features, tiled_flops
 from models.opspace import (
@@ -596,8 +596,6 @@ FORCED_SPLITS: dict[str, dict[str, Any]] = {
 # used alone, worsened the CV of conv2d, depthwise, dense, LSTM and GRU on the fifth campaign
 # (LSTM 8.01 -> 10.24%; bench/results/refit_vm5_fifth_smoothing15.json).
 TREE_SMOOTHING: tuple[float, ...] = (0.0, 2.0, 8.0, 32.0)
-# Repeats of the K-fold split that chooses the pruning strength (1 = one split).
-PRUNE_CV_REPEATS = 1
 
 
 def make_regressor(
@@ -617,9 +615,7 @@ def make_regressor(
         # More rows than the leaf's coefficients (cost columns + intercept), and at least 8.
         min_samples_leaf=max(MIN_SAMPLES_LEAF, len(costs) + 2),
         min_gain=0.005,
-        cv=RepeatedKFold(n_splits=cv, n_repeats=PRUNE_CV_REPEATS, random_state=seed)
-        if PRUNE_CV_REPEATS > 1 and cv >= 2
-        else cv,
+        cv=cv,
         # Relative error is weighted through sample_weight (see fit_weights), not on op time.
         relative=False,
         random_state=seed,
