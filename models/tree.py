@@ -261,7 +261,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         training rows X."""
         if smoothing <= 0:
             return pruned
-        return _smooth(pruned, X[:, self.cost_indices_], X, smoothing)
+        return _smooth(pruned, X, self.cost_indices_, smoothing)
 
     def _grow(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> Node:
         return self._node(X, y, w, depth=0)
@@ -406,24 +406,21 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         """The pruning strength and smoothing constant with the least held-out error."""
         errors = np.zeros((len(_ALPHA_GRID), len(smoothing_grid)))
         for train, test in splits:
-            tree = self._grow(X[train], y[train], w[train])
+            X_train, X_test = X[train], X[test]
+            tree = self._grow(X_train, y[train], w[train])
             for i, alpha in enumerate(_ALPHA_GRID):
                 pruned = _prune(tree, alpha * tree["error"])
                 for j, k in enumerate(smoothing_grid):
-                    pred = _predict(self._finish(pruned, X[train], k), X[test], self.cost_indices_)
+                    pred = _predict(self._finish(pruned, X_train, k), X_test, self.cost_indices_)
                     errors[i, j] += float(np.sum(np.sqrt(w[test]) * np.abs(pred - y[test])))
-        # Among equally good choices prefer the strongest pruning (the smaller tree), then the
-        # grid's first smoothing constant.
+        # Among equally good choices prefer the strongest pruning (the smaller tree; the grid is
+        # ascending), then the grid's first smoothing constant.
         best = float(np.min(errors))
         tolerance = 1e-9 * max(best, 1e-300)
-        good = [
-            (alpha, -j)
-            for i, alpha in enumerate(_ALPHA_GRID)
-            for j in range(len(smoothing_grid))
-            if errors[i, j] <= best + tolerance
-        ]
-        alpha, minus_j = max(good)
-        return float(alpha), float(smoothing_grid[-minus_j])
+        good = np.argwhere(errors <= best + tolerance)  # (alpha index, smoothing index) rows
+        i = int(good[:, 0].max())
+        j = int(good[good[:, 0] == i, 1].min())
+        return float(_ALPHA_GRID[i]), float(smoothing_grid[j])
 
     # ----------------------------------------------------------------------------- predicting
     def predict(self, X: Any) -> np.ndarray:
@@ -484,7 +481,7 @@ class TreeLinearRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             terms.append(f"{leaf['intercept']:.3g}{(' ' + unit) if unit else ''}")
             condition = " and ".join(path) if path else "always"
             lines.append(f"if {condition}: t = {' + '.join(terms)}   [n={leaf['n']}]")
-        k = float(getattr(self, "smoothing_", 0.0))
+        k = self.smoothing_
         if k > 0:
             lines.append(
                 f"(each leaf's t is its own fit blended with its ancestors', M5 smoothing k={k:g}:"
@@ -655,9 +652,10 @@ def _predict(tree: Node, X: np.ndarray, cost_indices: np.ndarray) -> np.ndarray:
     return out
 
 
-def _smooth(tree: Node, Z: np.ndarray, X: np.ndarray, k: float) -> Node:
+def _smooth(tree: Node, X: np.ndarray, cost_indices: np.ndarray, k: float) -> Node:
     """``tree`` with each node's model blended with its ancestors' (M5 smoothing, constant
-    ``k``), ``share_max`` recomputed on the training rows (cost features ``Z``, all columns X)."""
+    ``k``), ``share_max`` recomputed on its training rows ``X``."""
+    Z = X[:, cost_indices]
 
     def walk(node: Node, rows: np.ndarray, above: list[tuple[np.ndarray, float, int]]) -> Node:
         own = np.asarray(node["coef"], dtype=float)

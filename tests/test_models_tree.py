@@ -253,16 +253,20 @@ def test_a_forced_split_with_too_few_rows_on_one_side_is_skipped():
         TreeLinearRegressor(forced_split={"feature": 0, "kind": "lt", "value": 1}).fit(X, y)
 
 
+# An unpruned tree with the forced split on the kernel (mode) of _two_kernel_data.
+_FORCED_MODE_TREE: dict[str, Any] = dict(
+    cost_features=[0],
+    split_features=[1, 2],
+    min_samples_leaf=10,
+    forced_split={"feature": 1, "kind": "le", "value": 1},
+    cv=0,
+    random_state=0,
+)
+
+
 def test_rows_beyond_a_forced_side_are_priced_by_that_side_not_the_root():
     X, y = _two_kernel_data(n=600, slow=120)
-    est = TreeLinearRegressor(
-        cost_features=[0],
-        split_features=[1, 2],
-        min_samples_leaf=10,
-        forced_split={"feature": 1, "kind": "le", "value": 1},
-        cv=0,
-        random_state=0,
-    ).fit(X, y)
+    est = TreeLinearRegressor(**_FORCED_MODE_TREE).fit(X, y)
     far = np.array([[X[:, 0].max() * 100, 2, 56], [X[:, 0].max() * 100, 1, 56]])
     # Far beyond every node's samples: the slow kernel's side still prices at its rate (6x).
     np.testing.assert_allclose(est.predict(far), far[:, 0] * np.array([6e-9, 1e-9]), rtol=0.2)
@@ -312,17 +316,8 @@ def test_smoothing_blends_each_leaf_with_its_ancestors_m5_style():
 
 def test_smoothing_does_not_blend_across_a_forced_split():
     X, y = _two_kernel_data(n=600, slow=120)
-    params: dict[str, Any] = dict(
-        cost_features=[0],
-        split_features=[1, 2],
-        min_samples_leaf=10,
-        forced_split={"feature": 1, "kind": "le", "value": 1},
-        cv=0,
-        random_state=0,
-        max_depth=1,
-    )
-    raw = TreeLinearRegressor(**params).fit(X, y)
-    smooth = TreeLinearRegressor(**params, smoothing=50.0).fit(X, y)
+    raw = TreeLinearRegressor(**_FORCED_MODE_TREE, max_depth=1).fit(X, y)
+    smooth = TreeLinearRegressor(**_FORCED_MODE_TREE, max_depth=1, smoothing=50.0).fit(X, y)
     # Depth 1: the two sides of the forced split are leaves and keep their own models (6x apart).
     for side in ("left", "right"):
         np.testing.assert_allclose(smooth.tree_[side]["coef"], raw.tree_[side]["coef"])
