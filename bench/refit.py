@@ -47,6 +47,7 @@ from bench.accuracy import _error_pct, error_summary, median_round_at_reference_
 from models import timemodel
 from models.features import OpInstance, parse_tflite
 from models.timemodel import (
+    DEFAULT_MAX_CANARY_RATIO,
     DeviceTimeModel,
     chain_extra_from_probes,
     chain_extra_knots,
@@ -100,12 +101,17 @@ def cv_by_op_type(metrics: Mapping[str, Any]) -> JSON:
 
 
 def variant_models(
-    samples: Sequence[Mapping[str, Any]], *, cv: int, seed: int
+    samples: Sequence[Mapping[str, Any]],
+    *,
+    cv: int,
+    seed: int,
+    max_canary_ratio: float | None = DEFAULT_MAX_CANARY_RATIO,
 ) -> tuple[dict[str, DeviceTimeModel], dict[str, JSON]]:
     """The fitted model and its two variants (:data:`VARIANTS`), with each one's extra curve and
-    (under ``"cv_by_op_type"``) the fit's cross-validated MAPE per op type."""
-    model, metrics = fit_device_model(samples, cv=cv, seed=seed)
-    kept, _, _ = fitting_samples(samples)
+    (under ``"cv_by_op_type"``) the fit's cross-validated MAPE per op type. ``max_canary_ratio``
+    is the fitter's disturbed-sample limit (None: only the agent's own flag)."""
+    model, metrics = fit_device_model(samples, cv=cv, seed=seed, max_canary_ratio=max_canary_ratio)
+    kept, _, _ = fitting_samples(samples, max_canary_ratio)
     probes = chain_probe_times(
         [s for s in kept if s["op_type"] == "conv_chain"],
         model,
@@ -253,6 +259,16 @@ def use_smoothing(values: Sequence[float] | None) -> list[float]:
     return list(timemodel.TREE_SMOOTHING)
 
 
+def _ratio_or_none(text: str) -> float | None:
+    """A ``--max-canary-ratio`` value: a ratio above 1, or ``none``."""
+    if text.lower() == "none":
+        return None
+    value = float(text)
+    if value <= 1.0:
+        raise argparse.ArgumentTypeError("the ratio must be above 1 (or 'none')")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, required=True, help="a pooled_cv --dump file")
@@ -274,6 +290,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="label each sample timed in several loads by its fastest load, its first (what one "
         "load gives) or their mean (default: as stored)",
     )
+    parser.add_argument(
+        "--max-canary-ratio",
+        type=_ratio_or_none,
+        default=DEFAULT_MAX_CANARY_RATIO,
+        help="leave out samples timed under a canary above this ratio of the campaign's "
+        f"reference ('none': keep all the agent judged quiet; default {DEFAULT_MAX_CANARY_RATIO})",
+    )
     add_smoothing_option(parser)
     parser.add_argument("--out", type=Path, default=Path("bench/results/refit.json"))
     return parser.parse_args(argv)
@@ -290,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.round_speeds:
         attached = attach_round_speeds(networks, network_jobs())
         Console().print(f"round speeds from the benchmark jobs: {attached} of {len(networks)}")
-    models, curves = variant_models(samples, cv=args.cv, seed=args.seed)
+    models, curves = variant_models(
+        samples, cv=args.cv, seed=args.seed, max_canary_ratio=args.max_canary_ratio
+    )
     cv = curves.pop("cv_by_op_type")
     Console().print(
         "CV MAPE: "
@@ -311,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_label": args.load_label,
             "relabelled": relabelled,
             "smoothing": smoothing,
+            "max_canary_ratio": args.max_canary_ratio,
             "cv_by_op_type": cv,
             "networks_with_round_speeds": sum(1 for n in networks if n.get("rounds_speed")),
             "summary": summary,

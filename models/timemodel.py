@@ -1989,7 +1989,13 @@ def quiet_samples(
     """The samples to fit on, and how many disturbed ones were left out per op type.
 
     A disturbed sample's label is the host's slowdown as much as the op's time, so it is left
-    out, unless an op type has no quiet sample at all (then its disturbed ones are all there is).
+    out, unless its working set is larger than every quiet sample's of its op type (then it is
+    all there is of that size: an op type with no quiet sample keeps all of its samples). Past
+    the quiet ones' reach a tree would extrapolate from a smaller regime: on the sixth
+    development VM (2026-12-03 14:58 campaign, ``bench/results/campaign_vm6_first.json.gz``; a
+    third of its samples judged disturbed) the dense samples over 16 MB of weights, which run
+    from DRAM at a third of the L3's bandwidth, were all left out, and two MLPs with 24-30 MB of
+    weights came out -52%.
 
     With ``speed_normalise`` (see :data:`SPEED_STATE_WINDOW`), a sample measured in a steady
     speed state (:func:`speed_states_ms`) is judged against that state: disturbed when its own
@@ -2021,12 +2027,18 @@ def quiet_samples(
                 quiet[i] = state_ms / max_canary_ratio <= canary_ms <= state_ms * max_canary_ratio
                 quiet[i] = quiet[i] and (share is None or float(share) >= MIN_CPU_SHARE)
             candidates[i] = at_reference_speed(s, state_ms / floor_ms)
-    quiet_types = {str(s["op_type"]) for s, q in zip(samples, quiet, strict=True) if q}
+    quiet_reach: dict[str, float] = {}
+    for s, q in zip(samples, quiet, strict=True):
+        if q:
+            op_type = str(s["op_type"])
+            size = working_set_bytes(_sample_features(s))
+            quiet_reach[op_type] = max(quiet_reach.get(op_type, 0.0), size)
     kept: list[Mapping[str, Any]] = []
     disturbed: dict[str, int] = {}
     for s, q in zip(candidates, quiet, strict=True):
         op_type = str(s["op_type"])
-        if q or op_type not in quiet_types:
+        beyond = working_set_bytes(_sample_features(s)) > quiet_reach.get(op_type, -1.0)
+        if q or beyond:
             kept.append(s)
         else:
             disturbed[op_type] = disturbed.get(op_type, 0) + 1

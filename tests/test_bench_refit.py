@@ -135,3 +135,24 @@ def test_smoothing_option_sets_the_fitters_grid(monkeypatch: pytest.MonkeyPatch)
     args = parse_args(["--samples", "s.json", "--results", "r.json", "--smoothing", "0"])
     assert use_smoothing(args.smoothing) == [0.0]
     assert timemodel.make_regressor("conv2d", timemodel.feature_names("conv2d")).smoothing == (0.0,)
+
+
+def test_max_canary_ratio_option_reaches_the_fitters_judgement(campaign):
+    from bench.refit import parse_args
+
+    base = ["--samples", "s.json", "--results", "r.json"]
+    assert parse_args(base).max_canary_ratio == refit.DEFAULT_MAX_CANARY_RATIO
+    assert parse_args([*base, "--max-canary-ratio", "none"]).max_canary_ratio is None
+    assert parse_args([*base, "--max-canary-ratio", "1.25"]).max_canary_ratio == 1.25
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--max-canary-ratio", "0.9"])
+    # Half the add samples timed under a canary 1.5x the others': kept only without a limit.
+    judged = [
+        {**s, "environment": {"quiet": True, "canary_ms": 0.3 if i % 2 else 0.2}}
+        if s["op_type"] == "add"
+        else s
+        for i, s in enumerate(campaign)
+    ]
+    _, strict = refit.variant_models(judged, cv=2, seed=0)
+    _, loose = refit.variant_models(judged, cv=2, seed=0, max_canary_ratio=None)
+    assert loose["cv_by_op_type"]["add"]["samples"] > strict["cv_by_op_type"]["add"]["samples"]

@@ -41,6 +41,7 @@ from models.timemodel import (
     strided_pointwise,
     tap_steps,
     uses_narrow_gemm,
+    working_set_bytes,
 )
 
 OVERHEAD_MS = 0.02
@@ -174,7 +175,8 @@ def test_baselines_leave_the_disturbed_samples_out_like_the_tree(samples):
         else s
         for i, s in enumerate(samples)
     ]
-    clean = [s for s in marked if (s.get("environment") or {}).get("quiet", True)]
+    clean, _ = quiet_samples(marked)
+    assert len(clean) < len(marked)
     conv = next(s for s in clean if s["op_type"] == "conv2d")
     ops = [OpInstance(0, "conv2d", conv["config"], conv["features"], "CONV_2D")]
     on_marked = fit_baselines(marked, cv=2)["flops"].predict_network(ops).total_ms
@@ -734,6 +736,24 @@ def test_disturbed_samples_are_left_out_and_counted(samples):
     assert with_marked == pytest.approx(clean.predict_network(ops).total_ms, rel=0.05)
 
 
+def test_disturbed_samples_beyond_the_quiet_ones_reach_are_kept(samples):
+    # The two largest convs flagged disturbed: nothing quiet is that large, so they stay (the
+    # tree would otherwise price their regime from smaller ones); a smaller one goes.
+    convs = sorted(
+        (i for i, s in enumerate(samples) if s["op_type"] == "conv2d"),
+        key=lambda i: working_set_bytes(samples[i]["features"]),
+    )
+    flagged = {convs[-1], convs[-2], convs[0]}
+    marked = [
+        {**s, "environment": {"quiet": False}} if i in flagged else s for i, s in enumerate(samples)
+    ]
+    kept, disturbed = quiet_samples(marked)
+    assert disturbed == {"conv2d": 1}
+    kept_ids = {id(s) for s in kept}
+    assert {id(marked[convs[-1]]), id(marked[convs[-2]])} <= kept_ids
+    assert id(marked[convs[0]]) not in kept_ids
+
+
 def test_samples_are_rejudged_against_the_quietest_canary_of_all(samples):
     # The agent started in a slow state: its reference was 0.3 ms, so the add samples timed at a
     # 0.3 ms canary passed as quiet. A later fast state (0.15 ms) shows they were 2x slow.
@@ -742,7 +762,16 @@ def test_samples_are_rejudged_against_the_quietest_canary_of_all(samples):
         canary_ms = 0.3 if s["op_type"] == "add" and i % 2 == 0 else 0.15
         environment = {"quiet": True, "canary_ratio": 1.0, "canary_ms": canary_ms}
         rejudged.append({**s, "environment": environment})
-    slow = sum(1 for s in rejudged if s["environment"]["canary_ms"] == 0.3)
+    adds = [s for s in rejudged if s["op_type"] == "add"]
+    reach = max(
+        working_set_bytes(s["features"]) for s in adds if s["environment"]["canary_ms"] < 0.3
+    )
+    # Slow ones larger than every quiet one stay (test_disturbed_samples_beyond_...).
+    slow = sum(
+        1
+        for s in adds
+        if s["environment"]["canary_ms"] == 0.3 and working_set_bytes(s["features"]) <= reach
+    )
     # Without speed states (each sample against the floor of all):
     kept, disturbed = quiet_samples(rejudged, speed_normalise=False)
     assert disturbed == {"add": slow} and len(kept) == len(rejudged) - slow
