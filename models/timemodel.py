@@ -1993,9 +1993,9 @@ def quiet_samples(
     all there is of that size: an op type with no quiet sample keeps all of its samples). Past
     the quiet ones' reach a tree would extrapolate from a smaller regime: on the sixth
     development VM (2026-12-03 14:58 campaign, ``bench/results/campaign_vm6_first.json.gz``; a
-    third of its samples judged disturbed) the dense samples over 16 MB of weights, which run
-    from DRAM at a third of the L3's bandwidth, were all left out, and two MLPs with 24-30 MB of
-    weights came out -52%.
+    third of its samples judged disturbed) six of the seven dense samples of 16 MB of weights and
+    more, which run from DRAM at about a third of the L3's bandwidth, were left out, and two MLPs
+    with 24-30 MB of weights came out -52% (-7.3% when kept: bench/results/refit_vm6_first.json).
 
     With ``speed_normalise`` (see :data:`SPEED_STATE_WINDOW`), a sample measured in a steady
     speed state (:func:`speed_states_ms`) is judged against that state: disturbed when its own
