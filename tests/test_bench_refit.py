@@ -9,7 +9,7 @@ import pytest
 
 from bench import refit
 from models.features import parse_tflite
-from models.timemodel import fit_device_model
+from models.timemodel import DEFAULT_MAX_CANARY_RATIO, fit_device_model
 from tests.helpers import tiny_tflite
 from tests.test_models_timemodel import _chain_extra_probes, _dense_samples, _samples
 
@@ -141,7 +141,7 @@ def test_max_canary_ratio_option_reaches_the_fitters_judgement(campaign):
     from bench.refit import parse_args
 
     base = ["--samples", "s.json", "--results", "r.json"]
-    assert parse_args(base).max_canary_ratio == refit.DEFAULT_MAX_CANARY_RATIO
+    assert parse_args(base).max_canary_ratio == DEFAULT_MAX_CANARY_RATIO
     assert parse_args([*base, "--max-canary-ratio", "none"]).max_canary_ratio is None
     assert parse_args([*base, "--max-canary-ratio", "1.25"]).max_canary_ratio == 1.25
     with pytest.raises(SystemExit):
