@@ -2027,18 +2027,17 @@ def quiet_samples(
                 quiet[i] = state_ms / max_canary_ratio <= canary_ms <= state_ms * max_canary_ratio
                 quiet[i] = quiet[i] and (share is None or float(share) >= MIN_CPU_SHARE)
             candidates[i] = at_reference_speed(s, state_ms / floor_ms)
-    quiet_reach: dict[str, float] = {}
-    for s, q in zip(samples, quiet, strict=True):
+    sizes = [working_set_bytes(_sample_features(s)) for s in samples]
+    quiet_reach: dict[str, float] = {}  # per op type, the largest quiet working set
+    for s, q, size in zip(samples, quiet, sizes, strict=True):
         if q:
             op_type = str(s["op_type"])
-            size = working_set_bytes(_sample_features(s))
             quiet_reach[op_type] = max(quiet_reach.get(op_type, 0.0), size)
     kept: list[Mapping[str, Any]] = []
     disturbed: dict[str, int] = {}
-    for s, q in zip(candidates, quiet, strict=True):
+    for s, q, size in zip(candidates, quiet, sizes, strict=True):
         op_type = str(s["op_type"])
-        beyond = working_set_bytes(_sample_features(s)) > quiet_reach.get(op_type, -1.0)
-        if q or beyond:
+        if q or size > quiet_reach.get(op_type, -1.0):
             kept.append(s)
         else:
             disturbed[op_type] = disturbed.get(op_type, 0) + 1

@@ -138,8 +138,7 @@ def test_smoothing_option_sets_the_fitters_grid(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_max_canary_ratio_option_reaches_the_fitters_judgement(campaign):
-    from bench.refit import parse_args
-
+    parse_args = refit.parse_args
     base = ["--samples", "s.json", "--results", "r.json"]
     assert parse_args(base).max_canary_ratio == DEFAULT_MAX_CANARY_RATIO
     assert parse_args([*base, "--max-canary-ratio", "none"]).max_canary_ratio is None
