@@ -26,6 +26,8 @@ _RUNTIME_LIBRARY = "_pywrap_litert_interpreter_wrapper.so"
 _THERMAL_ROOT = Path("/sys/class/thermal")
 _CPU_ROOT = Path("/sys/devices/system/cpu")
 _CPUINFO = Path("/proc/cpuinfo")
+# A random id the kernel draws at every boot (Documentation/admin-guide/sysctl/kernel.rst).
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 # /proc/cpuinfo keys that name the silicon: x86 (vendor, family, model, stepping) and ARM (the
 # implementer and part codes, which name the core, e.g. 0x41/0xd0b = Cortex-A76).
 _CPUINFO_KEYS = (
@@ -146,6 +148,19 @@ def l2_cache_bytes(core: int) -> int | None:
         if digits.isdigit():
             return int(digits) * unit
     return None
+
+
+def boot_id() -> str | None:
+    """The kernel's id of the current boot, None where /proc hides it.
+
+    Two hosts can share a :func:`cpu_signature` and still time the same model far apart: the
+    second and the sixth development VMs had the same processor and caches, and the sixth ran
+    the 27 networks of ``bench.zoo`` a median 1.24x (1.14-2.14x) slower over their runs
+    (a busier host; ``bench/results/network_history.json``). Nothing in /proc or sysfs tells two
+    such VMs apart, but each one is a new boot, so a boot is the longest span over which
+    measurements can be pooled as one host's.
+    """
+    return _read_text(_BOOT_ID)
 
 
 def cpu_governor(core: int) -> str | None:

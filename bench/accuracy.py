@@ -21,7 +21,8 @@ Each run's network latencies are also appended to ``bench/results/network_histor
 the device and each network's .tflite SHA-256). On this VM the same network measures up to 10-35%
 apart in runs an hour apart with a quiet canary, so besides the error against this run's
 measurement the summary gives ``ours_vs_median_of_runs``: the error against the median of every
-recorded run of the same file on the same device (``--no-history`` skips both).
+recorded run of the same file on the same device, the same silicon and the same boot of its host
+(``--no-history`` skips both).
 
 Within one run each network is measured in ``--network-rounds`` rounds (default 3): every network
 once per round, in the zoo's order, then reversed, then forward again, so that a slow spell of the
@@ -339,16 +340,20 @@ def record_history(
     shas: Mapping[str, str],
     model_version: int | None = None,
     cpu: str | None = None,
+    boot: str | None = None,
 ) -> dict[str, list[float]]:
     """Append this run's measured latencies to the history at ``path``; return, per network,
     every recorded latency (ms) of the same file (``shas``: SHA-256 per network) on ``device``
-    with the same ``cpu`` signature (:func:`agent.environment.cpu_signature`), this run included:
-    a device name whose host moved to other silicon starts a new history."""
+    with the same ``cpu`` signature (:func:`agent.environment.cpu_signature`) and the same
+    ``boot`` (:func:`agent.environment.boot_id`), this run included: a device name whose host
+    moved to other silicon, or to another host with the same silicon, starts a new history.
+    Runs recorded before boots were (no ``boot_id``) pool only with each other."""
     history: list[JSON] = json.loads(path.read_text()) if path.exists() else []
     history.append(
         {
             "device": device,
             "cpu": cpu,
+            "boot_id": boot,
             "finished_at": finished_at,
             "model_version": model_version,
             "networks": {
@@ -360,7 +365,7 @@ def record_history(
     path.write_text(json.dumps(history, indent=1) + "\n")
     runs: dict[str, list[float]] = {r.name: [] for r in results}
     for entry in history:
-        if entry.get("device") != device or entry.get("cpu") != cpu:
+        if (entry.get("device"), entry.get("cpu"), entry.get("boot_id")) != (device, cpu, boot):
             continue
         for name, measured in entry.get("networks", {}).items():
             if name in runs and measured.get("sha256") == shas[name]:
@@ -602,7 +607,7 @@ def measurement_cost(samples: Iterable[Mapping[str, Any]]) -> JSON:
 def _environment() -> JSON:
     import ai_edge_litert
 
-    from agent.environment import cpu_signature
+    from agent.environment import boot_id, cpu_signature
     from agent.runner import measurement_core
     from fdiot.settings import get_settings
 
@@ -610,6 +615,7 @@ def _environment() -> JSON:
     return {
         "host": platform.node(),
         "cpu": cpu_signature(measurement_core(settings)),
+        "boot_id": boot_id(),
         # The protocol setting most recently changed (fdiot/settings.py): the farm started by
         # --start reads the same environment.
         "near_cache_loads": settings.near_cache_loads,
@@ -1189,6 +1195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shas,
             run.get("model_version"),
             cpu=run["environment"]["cpu"],
+            boot=run["environment"]["boot_id"],
         )
     report(results, run, args.out, history)
     return 0

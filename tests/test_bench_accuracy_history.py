@@ -29,6 +29,12 @@ def test_history_keeps_runs_per_device_and_file(tmp_path: Path) -> None:
     # The same device name on other silicon starts its own history.
     moved = record_history(path, "vm-cpu", "t4", second, shas, 6, cpu="EPYC; L3 32768K")
     assert moved == {"vgg_w16_64": [3.4], "resnet20_32": [2.5]}
+    # Another host with the same silicon (a new boot) starts its own history too, and the same
+    # boot pools again.
+    other_host = record_history(path, "vm-cpu", "t5", first, shas, 6, "EPYC; L3 32768K", "b2")
+    assert other_host == {"vgg_w16_64": [3.0], "resnet20_32": [2.0]}
+    again = record_history(path, "vm-cpu", "t6", second, shas, 6, "EPYC; L3 32768K", "b2")
+    assert again == {"vgg_w16_64": [3.0, 3.4], "resnet20_32": [2.0, 2.5]}
 
     document = report(second, {"mode": "test"}, tmp_path / "accuracy.json", runs)
     pooled = document["summary"]["ours_vs_median_of_runs"]
