@@ -9,9 +9,14 @@ dense layer with 4096 x 1024 float weights, 16 MiB: beyond any L2, within a 32 M
 networks, and the L2 canary again, and reports each network's latency spread (p90 / p10) over
 all rounds, over the rounds where the L2 canary was quiet before and after (within
 ``--quiet-ratio`` of its fastest), over those where both canaries were quiet, and over those
-where the L2 canary was quiet but the L3 one was above ``--slow-ratio``. Prints a table and
-writes ``bench/results/cache_canary.json``. Run it with the farm stopped: it measures on the
-reserved core, in this process (LiteRT's interpreter, as the agent's child uses it).
+where the L2 canary was quiet but the L3 one was above ``--slow-ratio``. Then, for the case
+where neither canary is ever quiet, how much of each network's spread the canaries *explain*:
+the network's log time regressed on the log of the L2 canary, the L3 canary, and both
+(:func:`explained_spread`), with the p90/p10 spread left in the residuals. If scaling a label by
+both canaries left a network's spread near 1.0, a second canary would be worth carrying through
+the farm. Prints two tables and writes ``bench/results/cache_canary.json``. Run it with the farm
+stopped: it measures on the reserved core, in this process (LiteRT's interpreter, as the agent's
+child uses it).
 """
 
 from __future__ import annotations
@@ -114,6 +119,57 @@ def summarize(
     }
 
 
+# The regressors of explained_spread: which canaries each fit uses.
+CANARY_FITS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "l2": ("l2",),
+    "l3": ("l3",),
+    "l2_and_l3": ("l2", "l3"),
+}
+
+
+def explained_spread(
+    rows: Sequence[Mapping[str, float]], networks: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per network and canary fit (:data:`CANARY_FITS`): the least-squares fit of the network's
+    log time on the canaries' log times, ``log t = a + sum(e_c log c)``, as its elasticities
+    ``e_c`` (the L2 canary taken as the geometric mean of its timings before and after the
+    network) and the p90/p10 of ``exp(residual)``, the spread a label would keep after being
+    scaled by those canaries. A ratio of spreads, so it needs no quiet reference."""
+    logs = {key: np.log(np.array([row[key] for row in rows])) for key in rows[0]}
+    regressors = {"l2": (logs["l2"] + logs["l2_after"]) / 2.0, "l3": logs["l3"]}
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in networks:
+        result[name] = {}
+        for fit, canaries in CANARY_FITS.items():
+            design = np.column_stack([np.ones(len(rows))] + [regressors[c] for c in canaries])
+            coefficients, *_ = np.linalg.lstsq(design, logs[name], rcond=None)
+            p10, p90 = np.percentile(logs[name] - design @ coefficients, [10, 90])
+            elasticities = zip(canaries, coefficients[1:], strict=True)
+            result[name][fit] = {
+                "elasticities": {c: float(e) for c, e in elasticities},
+                "residual_p90_over_p10": float(np.exp(p90 - p10)),
+            }
+    return result
+
+
+def explained_table(explained: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Table:
+    """A table of :func:`explained_spread`: one row per network, the residual spread per fit."""
+    table = Table(title="Spread left after scaling by the canaries (p90/p10 of the residuals)")
+    table.add_column("network")
+    for fit in CANARY_FITS:
+        table.add_column(fit, justify="right")
+    table.add_column("elasticities (both)", justify="right")
+    for name, fits in explained.items():
+        both = fits["l2_and_l3"]["elasticities"]
+        table.add_row(
+            name,
+            *(f"{fits[fit]['residual_p90_over_p10']:.3f}" for fit in CANARY_FITS),
+            f"L2 {both['l2']:.2f}, L3 {both['l3']:.2f}",
+        )
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cache_canary")
     parser.add_argument("--seconds", type=float, default=240.0)
@@ -137,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["l2_after"] = _median_ms(l2, L2_RUNS)
         rows.append(row)
     summary = summarize(rows, args.networks, args.quiet_ratio, args.slow_ratio)
+    summary["explained"] = explained_spread(rows, args.networks)
 
     console.print(
         spread_table(
@@ -145,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary["networks"],
         )
     )
+    console.print(explained_table(summary["explained"]))
     console.print(
         f"L2 canary quiet (before and after, ≤{args.quiet_ratio}x its fastest) in "
         f"{100 * summary['l2_quiet_share']:.0f}% of rounds; L3 canary in "

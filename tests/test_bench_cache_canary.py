@@ -46,3 +46,24 @@ def test_spread_table_has_a_row_per_condition_and_dashes_for_too_few_rounds() ->
     cells = {column.header: list(column.cells) for column in table.columns}
     assert cells["condition"][-1] == "l2_quiet_l3_slow" and cells["p50 ms"][-1] == "-"
     assert cells["p50 ms"][0] == "5.000"
+
+
+def test_explained_spread_tells_which_canary_moves_the_network() -> None:
+    from bench.cache_canary import explained_spread, explained_table
+
+    # The network follows the L3 canary exactly (elasticity 0.5) and not the L2 one, which moves
+    # on its own; one L2-only wobble keeps the L2 fit from being singular.
+    l3_levels = [10.0, 12.0, 15.0, 20.0, 11.0, 18.0]
+    rows = [
+        _row(1.0 + 0.1 * (i % 3), l3, 2.0 * l3**0.5, l2_after=1.0 + 0.1 * (i % 2))
+        for i, l3 in enumerate(l3_levels * 3)
+    ]
+    fits = explained_spread(rows, ["net"])["net"]
+    assert fits["none"]["residual_p90_over_p10"] > 1.2
+    assert fits["l3"]["residual_p90_over_p10"] == pytest.approx(1.0)
+    assert fits["l3"]["elasticities"]["l3"] == pytest.approx(0.5)
+    assert fits["l2_and_l3"]["elasticities"]["l2"] == pytest.approx(0.0, abs=1e-9)
+    assert fits["l2"]["residual_p90_over_p10"] > fits["l3"]["residual_p90_over_p10"]
+    table = explained_table({"net": fits})
+    assert table.row_count == 1
+    assert list(table.columns[-1].cells) == ["L2 0.00, L3 0.50"]
