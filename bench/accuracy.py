@@ -236,12 +236,11 @@ def reload_ms(prediction: Any) -> float:
 
 def by_op_type_ms(prediction: Any) -> dict[str, float]:
     """Predicted ms summed per op type, from a NetworkPrediction or the API's answer."""
-    ops = prediction["ops"] if isinstance(prediction, Mapping) else prediction.ops
+    if not isinstance(prediction, Mapping):
+        return dict(prediction.by_op_type_ms())
     totals: dict[str, float] = {}
-    for op in ops:
-        op_type = op["op_type"] if isinstance(op, Mapping) else op.op_type
-        predicted_ms = op["predicted_ms"] if isinstance(op, Mapping) else op.predicted_ms
-        totals[op_type] = totals.get(op_type, 0.0) + float(predicted_ms)
+    for op in prediction["ops"]:
+        totals[op["op_type"]] = totals.get(op["op_type"], 0.0) + float(op["predicted_ms"])
     return totals
 
 

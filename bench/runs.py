@@ -68,14 +68,20 @@ def run_row(name: str, document: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Rows of the results documents at ``paths``, oldest first (undated ones last); of identical
-    documents only the one with the longest name (``accuracy.json`` copies a named run)."""
+def distinct_documents(paths: Sequence[Path]) -> list[tuple[str, Any]]:
+    """``(name, document)`` of the results documents at ``paths``; of identical documents only
+    the one with the longest name (``accuracy.json`` copies a named run)."""
     documents: dict[str, tuple[str, Any]] = {}
     for path in sorted(paths, key=lambda p: -len(p.stem)):
         text = path.read_text()
         documents.setdefault(text, (path.stem, json.loads(text)))
-    rows = [run_row(name, document) for name, document in documents.values()]
+    return list(documents.values())
+
+
+def collect(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Rows of the results documents at ``paths`` (:func:`distinct_documents`), oldest first
+    (undated ones last)."""
+    rows = [run_row(name, document) for name, document in distinct_documents(paths)]
     return sorted(rows, key=lambda r: (r["finished_at"] is None, str(r["finished_at"] or "")))
 
 

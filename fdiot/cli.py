@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -467,6 +467,26 @@ def predict(
         f"total {answer['total_ms']:.3f} ms (incl. invoke overhead {answer['overhead_ms']:.3f} ms)"
         f", device {answer['device_id']} model v{answer['version']}"
     )
+    console.print(trust_line(answer))
+
+
+def trust_line(answer: Mapping[str, Any]) -> str:
+    """How far to trust a prediction answer's total, in words (its error band and the model's
+    network validation; see models.timemodel.ErrorBand)."""
+    expected = answer.get("expected_error_pct")
+    parts = [
+        "expected error: no op type with a cross-validated error"
+        if expected is None
+        else f"expected error ±{expected:.1f}% (the op types' CV MAPE, weighted by their time)"
+    ]
+    if answer.get("unvalidated_ms"):
+        parts.append(f"{answer['unvalidated_ms']:.3f} ms from op types without one")
+    if answer.get("validation_mape_pct") is not None:
+        parts.append(
+            f"network validation MAPE {answer['validation_mape_pct']:.1f}% over "
+            f"{answer.get('validation_networks', 0)} benchmark networks"
+        )
+    return "; ".join(parts)
 
 
 @app.command()

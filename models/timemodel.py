@@ -676,6 +676,51 @@ class NetworkPrediction:
             "ops": [op.to_dict() for op in self.ops],
         }
 
+    def by_op_type_ms(self) -> dict[str, float]:
+        """Predicted ms summed per op type."""
+        totals: dict[str, float] = {}
+        for op in self.ops:
+            totals[op.op_type] = totals.get(op.op_type, 0.0) + op.predicted_ms
+        return totals
+
+
+@dataclass(frozen=True)
+class ErrorBand:
+    """How far a network prediction can be trusted, from the model's own validation.
+
+    ``expected_error_pct`` is the op types' cross-validated MAPE (``cv_mape``, as a percent)
+    weighted by each type's share of the network's predicted op time, over the op types that
+    have one; None when none has. ``unvalidated_ms`` is the predicted time of op types without a
+    cross-validated error (fallback op types, and types with too few samples for a tree), which
+    the band does not cover. Op errors within one network partly cancel, so on a quiet host the
+    band is wider than the network's usual error; ``python -m bench.error_band`` measures how
+    often the networks of the stored benchmark runs fell within it.
+    """
+
+    expected_error_pct: float | None
+    unvalidated_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def error_band(
+    time_by_op_type_ms: Mapping[str, float], per_op_type: Mapping[str, Mapping[str, Any]]
+) -> ErrorBand:
+    """The :class:`ErrorBand` of a network predicted as ``time_by_op_type_ms`` (ms per op type,
+    e.g. :meth:`NetworkPrediction.by_op_type_ms`) by a model whose fit metrics' ``per_op_type``
+    (:func:`fit_device_model`) hold each type's ``cv_mape`` (a fraction)."""
+    weighted = validated_ms = unvalidated_ms = 0.0
+    for op_type, time_ms in time_by_op_type_ms.items():
+        cv_mape = (per_op_type.get(op_type) or {}).get("cv_mape")
+        if isinstance(cv_mape, int | float) and np.isfinite(cv_mape):
+            weighted += time_ms * float(cv_mape)
+            validated_ms += time_ms
+        else:
+            unvalidated_ms += time_ms
+    expected = 100.0 * weighted / validated_ms if validated_ms > 0 else None
+    return ErrorBand(expected, unvalidated_ms)
+
 
 class DeviceTimeModel:
     """Execution-time model of one (device, execution config): trees per op type + overhead.

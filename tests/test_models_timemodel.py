@@ -1138,3 +1138,29 @@ def test_tiled_trees_choose_a_smoothing_constant_and_the_paper_form_has_none():
     assert tiled.smoothing == TREE_SMOOTHING and 0.0 in TREE_SMOOTHING
     paper = make_regressor("conv2d", feature_names("conv2d", "paper"), variant="paper")
     assert paper.smoothing == 0.0
+
+
+def test_error_band_weights_each_op_types_cv_error_by_its_time():
+    from models.timemodel import ErrorBand, NetworkPrediction, OpPrediction, error_band
+
+    per_op = {"conv2d": {"cv_mape": 0.04}, "add": {"cv_mape": 0.10}, "lstm": {"cv_mape": None}}
+    prediction = NetworkPrediction(
+        5.0,
+        0.1,
+        [
+            OpPrediction(0, "conv2d", {}, 3.0, False),
+            OpPrediction(1, "conv2d", {}, 1.0, False),
+            OpPrediction(2, "add", {}, 0.4, False),
+            OpPrediction(3, "lstm", {}, 0.3, False),  # a tree too small to cross-validate
+            OpPrediction(4, "reshape", {}, 0.2, True),  # a fallback
+        ],
+    )
+    assert prediction.by_op_type_ms() == pytest.approx(
+        {"conv2d": 4.0, "add": 0.4, "lstm": 0.3, "reshape": 0.2}
+    )
+    band = error_band(prediction.by_op_type_ms(), per_op)
+    # (4.0 ms x 4% + 0.4 ms x 10%) / 4.4 ms; lstm and reshape are outside the band.
+    assert band.expected_error_pct == pytest.approx((4.0 * 4 + 0.4 * 10) / 4.4)
+    assert band.unvalidated_ms == pytest.approx(0.5)
+    assert band.to_dict() == {"expected_error_pct": band.expected_error_pct, "unvalidated_ms": 0.5}
+    assert error_band({"reshape": 0.2}, per_op) == ErrorBand(None, 0.2)

@@ -166,6 +166,12 @@ def test_fit_task_makes_a_model_version(
     assert prediction["total_ms"] == pytest.approx(
         prediction["overhead_ms"] + prediction["ops"][0]["predicted_ms"]
     )
+    # How far to trust it: a conv-only network's band is the conv trees' CV error; the
+    # version's network validation comes along (no benchmark networks here).
+    conv_cv = refitted["metrics"]["per_op_type"]["conv2d"]["cv_mape"]
+    assert prediction["expected_error_pct"] == pytest.approx(100 * conv_cv)
+    assert prediction["unvalidated_ms"] == 0.0
+    assert prediction["validation_networks"] == refitted["metrics"]["networks"]["count"]
     # The exported document rebuilds the served model: the same prediction offline.
     from models.features import parse_tflite
     from models.timemodel import DeviceTimeModel

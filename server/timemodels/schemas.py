@@ -78,3 +78,12 @@ class Prediction(BaseModel):
     # benchmark's state_canary_ms) runs state_canary_ms / reference_canary_ms times as long.
     # None for a model fitted before speed states.
     reference_canary_ms: float | None = None
+    # How far to trust total_ms (models.timemodel.ErrorBand): the op types' cross-validated MAPE
+    # (%) weighted by their share of this network's op time, and the predicted ms of op types
+    # without one (fallbacks), which that band does not cover.
+    expected_error_pct: float | None = None
+    unvalidated_ms: float = 0.0
+    # The version's own network-level validation: MAPE (%) over the device's benchmark networks
+    # (worker.fitting.validate_on_networks) and how many; None and 0 before any benchmark.
+    validation_mape_pct: float | None = None
+    validation_networks: int = 0

@@ -188,14 +188,23 @@ def predict_upload(session: Session, device_id: int, content: bytes) -> Predicti
     except TFLiteParseError as exc:
         raise field_error(("body", "file"), f"not a TFLite model: {exc}") from exc
     model = load_model(version)
+    from models.timemodel import error_band  # loaded with the model: see load_model
+
     predicted = model.predict_network(ops)
+    metrics: Mapping[str, Any] = version.metrics or {}
+    band = error_band(predicted.by_op_type_ms(), metrics.get("per_op_type") or {})
+    validation: Mapping[str, Any] = metrics.get("networks") or {}
     return Prediction(
         device_id=device_id,
         version=version.version,
         total_ms=predicted.total_ms,
         overhead_ms=predicted.overhead_ms,
         ops=[OpPrediction.model_validate(op.to_dict()) for op in predicted.ops],
-        reference_canary_ms=(version.metrics or {}).get("reference_canary_ms"),
+        reference_canary_ms=metrics.get("reference_canary_ms"),
+        expected_error_pct=band.expected_error_pct,
+        unvalidated_ms=band.unvalidated_ms,
+        validation_mape_pct=validation.get("mape_pct"),
+        validation_networks=int(validation.get("count") or 0),
     )
 
 
