@@ -155,3 +155,32 @@ def test_max_canary_ratio_option_reaches_the_fitters_judgement(campaign):
     _, strict = refit.variant_models(judged, cv=2, seed=0)
     _, loose = refit.variant_models(judged, cv=2, seed=0, max_canary_ratio=None)
     assert loose["cv_by_op_type"]["add"]["samples"] > strict["cv_by_op_type"]["add"]["samples"]
+
+
+def test_p10_labels_and_networks_take_the_10th_percentile():
+    samples: list[dict[str, Any]] = [
+        {"latency": {"median_ms": 2.0, "p10_ms": 1.8}, "median_ms": 2.0, "p10_ms": 1.8},
+        {"latency": {"median_ms": 3.0}},  # no p10 stored: kept as it is
+    ]
+    relabelled, changed = refit.p10_labels(samples)
+    assert changed == 1
+    assert relabelled[0]["latency"]["median_ms"] == 1.8 and relabelled[0]["median_ms"] == 1.8
+    assert relabelled[1] == samples[1] and samples[0]["median_ms"] == 2.0  # copies
+    networks = [
+        # The fastest round (the second) keeps its p10 on the network, the others in their round.
+        {"name": "a", "measured_ms": 1.0, "p10_ms": 0.9, "rounds_ms": [1.2, 1.0, 1.1],
+         "rounds_speed": [1.0, 1.0, 1.0],
+         "rounds_measurement": [{"p10_ms": 1.05}, {}, {"p10_ms": 0.95}]},
+        # Rounds without their p10: only the fastest round's, and no round speeds.
+        {"name": "b", "measured_ms": 2.0, "p10_ms": 1.7, "rounds_ms": [2.0, 2.4],
+         "rounds_speed": [1.0, 1.1], "rounds_measurement": [{}, {}]},
+        {"name": "c", "measured_ms": 3.0, "p10_ms": None},  # left out
+    ]  # fmt: skip
+    a, b = refit.p10_networks(networks)
+    assert a["measured_ms"] == 0.9 and a["rounds_ms"] == [1.05, 0.9, 0.95]
+    assert a["rounds_speed"] == [1.0, 1.0, 1.0]
+    assert b["measured_ms"] == 1.7 and b["rounds_ms"] is None and "rounds_speed" not in b
+    assert networks[0]["measured_ms"] == 1.0  # copies
+    assert refit.parse_args(["--samples", "s", "--results", "r", "--label", "p10"]).label == "p10"
+    with pytest.raises(SystemExit, match="--load-label stored"):
+        refit.main(["--samples", "s", "--results", "r", "--label", "p10", "--load-label", "first"])

@@ -1143,7 +1143,11 @@ def test_tiled_trees_choose_a_smoothing_constant_and_the_paper_form_has_none():
 def test_error_band_weights_each_op_types_cv_error_by_its_time():
     from models.timemodel import ErrorBand, NetworkPrediction, OpPrediction, error_band
 
-    per_op = {"conv2d": {"cv_mape": 0.04}, "add": {"cv_mape": 0.10}, "lstm": {"cv_mape": None}}
+    per_op: dict[str, dict[str, Any]] = {
+        "conv2d": {"cv_mape": 0.04},
+        "add": {"cv_mape": 0.10},
+        "lstm": {"cv_mape": None},
+    }
     prediction = NetworkPrediction(
         5.0,
         0.1,
