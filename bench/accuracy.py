@@ -58,6 +58,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import write_results, zoo
+from bench.error_band import WIDE_BAND_FACTOR, coverage, network_rows
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # Relative-error thresholds of the issue's targets (and of nn-Meter / LitePred's reporting).
@@ -544,6 +545,16 @@ def report(
             for r in results
         ],
     }
+    band_rows = network_rows(document)
+    if band_rows:
+        # How the predictions' error band (POST /predict's expected_error_pct) held on this run.
+        document["error_band"] = coverage(band_rows)
+        band = document["error_band"]
+        console.print(
+            f"error band: median ±{band['median_band_pct']:.1f}%; "
+            f"{band['within_band_pct']:.0f}% of networks within it, "
+            f"{band['within_wide_band_pct']:.0f}% within {WIDE_BAND_FACTOR:g}x it"
+        )
     write_results(out_json, document, indent=2)
     return document
 

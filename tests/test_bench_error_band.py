@@ -57,3 +57,23 @@ def test_main_scores_each_run_and_all_together(tmp_path: Path) -> None:
     assert [r["file"] for r in written["runs"]] == ["accuracy_b", "accuracy_a"]
     assert written["all_runs"]["networks"] == 6
     assert written["all_runs"]["within_band_pct"] == pytest.approx(100 / 3)
+
+
+def test_the_accuracy_report_scores_the_band_of_its_own_run(tmp_path: Path) -> None:
+    from bench import zoo
+    from bench.accuracy import NetworkResult, report
+
+    def result(name: str, measured_ms: float, predicted_ms: float) -> NetworkResult:
+        return NetworkResult(
+            name, zoo.NETWORKS[name].family, measured_ms, None, None, predicted_ms,
+            predicted_by_op_type_ms={"conv2d": predicted_ms},
+        )  # fmt: skip
+
+    run = {"mode": "test", "per_op_type": {"conv2d": {"cv_mape": 0.05, "samples": 300}}}
+    # errors +4% (within the 5% band) and +8% (within twice it)
+    results = [result("vgg_w16_64", 2.5, 2.6), result("resnet20_32", 2.5, 2.7)]
+    document = report(results, run, tmp_path / "accuracy.json")
+    band = json.loads((tmp_path / "accuracy.json").read_text())["error_band"]
+    assert band == document["error_band"]
+    assert band["median_band_pct"] == pytest.approx(5.0)
+    assert band["within_band_pct"] == 50.0 and band["within_wide_band_pct"] == 100.0
