@@ -82,14 +82,20 @@ def load_labels(samples: Sequence[Mapping[str, Any]], how: str) -> tuple[list[JS
         label = {"fastest": min(medians), "first": medians[0], "mean": sum(medians) / len(medians)}[
             how
         ]
-        copy_ = copy.deepcopy(dict(sample))
-        if isinstance(copy_.get("latency"), dict):
-            copy_["latency"]["median_ms"] = label
-        if "median_ms" in copy_:
-            copy_["median_ms"] = label
-        out.append(copy_)
+        out.append(relabelled(sample, label))
         changed += 1
     return out, changed
+
+
+def relabelled(sample: Mapping[str, Any], label_ms: float) -> JSON:
+    """A copy of ``sample`` whose label (``latency.median_ms`` and any flat ``median_ms``, what
+    :func:`models.timemodel.sample_latency_ms` reads) is ``label_ms``."""
+    copy_ = copy.deepcopy(dict(sample))
+    if isinstance(copy_.get("latency"), dict):
+        copy_["latency"]["median_ms"] = label_ms
+    if "median_ms" in copy_:
+        copy_["median_ms"] = label_ms
+    return copy_
 
 
 # Which statistic of each sample's timed runs is its label, and of each network round's invokes
@@ -111,12 +117,7 @@ def p10_labels(samples: Sequence[Mapping[str, Any]]) -> tuple[list[JSON], int]:
         if p10 is None:
             out.append(dict(sample))
             continue
-        copy_ = copy.deepcopy(dict(sample))
-        if isinstance(copy_.get("latency"), dict):
-            copy_["latency"]["median_ms"] = float(p10)
-        if "median_ms" in copy_:
-            copy_["median_ms"] = float(p10)
-        out.append(copy_)
+        out.append(relabelled(sample, float(p10)))
         changed += 1
     return out, changed
 

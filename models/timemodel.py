@@ -700,9 +700,6 @@ class ErrorBand:
     expected_error_pct: float | None
     unvalidated_ms: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def error_band(
     time_by_op_type_ms: Mapping[str, float], per_op_type: Mapping[str, Mapping[str, Any]]

@@ -1166,5 +1166,4 @@ def test_error_band_weights_each_op_types_cv_error_by_its_time():
     # (4.0 ms x 4% + 0.4 ms x 10%) / 4.4 ms; lstm and reshape are outside the band.
     assert band.expected_error_pct == pytest.approx((4.0 * 4 + 0.4 * 10) / 4.4)
     assert band.unvalidated_ms == pytest.approx(0.5)
-    assert band.to_dict() == {"expected_error_pct": band.expected_error_pct, "unvalidated_ms": 0.5}
     assert error_band({"reshape": 0.2}, per_op) == ErrorBand(None, 0.2)
