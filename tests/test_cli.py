@@ -171,10 +171,13 @@ def test_a_second_farm_on_a_taken_port_stops_before_starting_its_server(tmp_path
 def test_trust_line_gives_the_band_the_uncovered_time_and_the_validation() -> None:
     from fdiot.cli import trust_line
 
-    line = trust_line(
-        {"expected_error_pct": 5.25, "unvalidated_ms": 0.2, "validation_mape_pct": 3.14,
-         "validation_networks": 27}  # fmt: skip
-    )
+    answer = {
+        "expected_error_pct": 5.25,
+        "unvalidated_ms": 0.2,
+        "validation_mape_pct": 3.14,
+        "validation_networks": 27,
+    }
+    line = trust_line(answer)
     assert line == (
         "expected error ±5.2% (the op types' CV MAPE, weighted by their time); 0.200 ms from op "
         "types without one; network validation MAPE 3.1% over 27 benchmark networks"
