@@ -486,6 +486,8 @@ def trust_line(answer: Mapping[str, Any]) -> str:
             f"network validation MAPE {answer['validation_mape_pct']:.1f}% over "
             f"{answer.get('validation_networks', 0)} benchmark networks"
         )
+        if answer.get("validation_within_band_pct") is not None:
+            parts[-1] += f", {answer['validation_within_band_pct']:.0f}% of them within their band"
     return "; ".join(parts)
 
 

@@ -89,7 +89,7 @@ def test_the_fit_workers_network_validation_predicts_at_the_timed_speed():
 
     class TenMs:
         def predict_network(self, ops: Any) -> Any:
-            return SimpleNamespace(total_ms=10.0)
+            return SimpleNamespace(total_ms=10.0, by_op_type_ms=lambda: {"conv2d": 9.5})
 
     def job(state_canary_ms: float | None) -> Any:
         environment = {} if state_canary_ms is None else {"state_canary_ms": state_canary_ms}
@@ -100,3 +100,14 @@ def test_the_fit_workers_network_validation_predicts_at_the_timed_speed():
     slow, plain = validation["items"]
     assert slow["speed"] == pytest.approx(1.2) and slow["error_pct"] == pytest.approx(0.0)
     assert plain["speed"] == 1.0 and plain["error_pct"] == pytest.approx(100 * 2 / 12)
+    assert "expected_error_pct" not in slow and validation["within_band_pct"] is None
+    # With the fit's CV per op type, each network gets its band and the share within it: a
+    # 10% band holds the exact one and not the one 16.7% off.
+    banded = validate_on_networks(
+        TenMs(),  # type: ignore[arg-type]
+        [job(0.48), job(None)],
+        reference_canary_ms=0.4,
+        per_op_type={"conv2d": {"cv_mape": 0.10}},
+    )
+    assert [i["expected_error_pct"] for i in banded["items"]] == pytest.approx([10.0, 10.0])
+    assert banded["within_band_pct"] == 50.0

@@ -182,5 +182,7 @@ def test_trust_line_gives_the_band_the_uncovered_time_and_the_validation() -> No
         "expected error ±5.2% (the op types' CV MAPE, weighted by their time); 0.200 ms from op "
         "types without one; network validation MAPE 3.1% over 27 benchmark networks"
     )
+    calibrated = trust_line({**answer, "validation_within_band_pct": 77.78})
+    assert calibrated.endswith("27 benchmark networks, 78% of them within their band")
     bare = trust_line({"expected_error_pct": None, "unvalidated_ms": 0.0})
     assert bare == "expected error: no op type with a cross-validated error"

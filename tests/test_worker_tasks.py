@@ -172,6 +172,8 @@ def test_fit_task_makes_a_model_version(
     assert prediction["expected_error_pct"] == pytest.approx(100 * conv_cv)
     assert prediction["unvalidated_ms"] == 0.0
     assert prediction["validation_networks"] == refitted["metrics"]["networks"]["count"]
+    within = refitted["metrics"]["networks"]["within_band_pct"]
+    assert prediction["validation_within_band_pct"] == within
     # The exported document rebuilds the served model: the same prediction offline.
     from models.features import parse_tflite
     from models.timemodel import DeviceTimeModel

@@ -23,7 +23,13 @@ from models.opspace import (
     relative_residuals,
     retime_configs,
 )
-from models.timemodel import DeviceTimeModel, fit_device_model, quiet_samples, speed_at
+from models.timemodel import (
+    DeviceTimeModel,
+    error_band,
+    fit_device_model,
+    quiet_samples,
+    speed_at,
+)
 from server.jobs.planning import CHAIN_OP_TYPE, split_adaptive_budget, with_probe_layers
 from server.jobs.repository import network_jobs_with_results
 from server.samples.repository import device_samples, sample_as_dict
@@ -59,11 +65,19 @@ def measured_network_ms(job: Job) -> float | None:
 
 
 def validate_on_networks(
-    model: DeviceTimeModel, jobs: Sequence[Job], reference_canary_ms: float | None = None
+    model: DeviceTimeModel,
+    jobs: Sequence[Job],
+    reference_canary_ms: float | None = None,
+    per_op_type: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Measured vs predicted whole-network latency (ms) on the device's network benchmarks,
     with the mean absolute percentage error. The prediction is at the speed each network was
-    timed at (:func:`models.timemodel.speed_at` against the model's ``reference_canary_ms``)."""
+    timed at (:func:`models.timemodel.speed_at` against the model's ``reference_canary_ms``).
+
+    With the fit's ``per_op_type`` metrics, each network also gets the error band a prediction
+    of it is served with (:func:`models.timemodel.error_band`), and ``within_band_pct`` says how
+    many of the networks fell within their band: the band's calibration on this very version,
+    which falls where the error is systematic rather than op noise (``bench.error_band``)."""
     items: list[dict[str, Any]] = []
     for job in jobs:
         measured_ms = measured_network_ms(job)
@@ -75,19 +89,33 @@ def validate_on_networks(
             log.warning("network job %s no longer parses; left out of validation", job.id)
             continue
         speed = speed_at((job.result or {}).get("environment"), reference_canary_ms)
-        predicted_ms = model.predict_network(ops).total_ms * speed
-        items.append(
-            {
-                "job_id": job.id,
-                "name": job.model_name,
-                "measured_ms": measured_ms,
-                "predicted_ms": predicted_ms,
-                "speed": speed,
-                "error_pct": 100.0 * abs(predicted_ms - measured_ms) / measured_ms,
-            }
-        )
+        prediction = model.predict_network(ops)
+        predicted_ms = prediction.total_ms * speed
+        item: dict[str, Any] = {
+            "job_id": job.id,
+            "name": job.model_name,
+            "measured_ms": measured_ms,
+            "predicted_ms": predicted_ms,
+            "speed": speed,
+            "error_pct": 100.0 * abs(predicted_ms - measured_ms) / measured_ms,
+        }
+        if per_op_type is not None:
+            band = error_band(prediction.by_op_type_ms(), per_op_type)
+            item["expected_error_pct"] = band.expected_error_pct
+        items.append(item)
     mape_pct = float(np.mean([i["error_pct"] for i in items])) if items else None
-    return {"items": items, "mape_pct": mape_pct, "count": len(items)}
+    banded = [i for i in items if i.get("expected_error_pct") is not None]
+    within_band_pct = (
+        100.0 * float(np.mean([i["error_pct"] <= i["expected_error_pct"] for i in banded]))
+        if banded
+        else None
+    )
+    return {
+        "items": items,
+        "mape_pct": mape_pct,
+        "count": len(items),
+        "within_band_pct": within_band_pct,
+    }
 
 
 def fit_device(session: Session, device_id: int, *, force: bool = False) -> ModelVersion | None:
@@ -106,7 +134,10 @@ def fit_device(session: Session, device_id: int, *, force: bool = False) -> Mode
     )
     all_metrics = dict(metrics)
     all_metrics["networks"] = validate_on_networks(
-        model, network_jobs_with_results(session, device_id), metrics.get("reference_canary_ms")
+        model,
+        network_jobs_with_results(session, device_id),
+        metrics.get("reference_canary_ms"),
+        metrics.get("per_op_type") or {},
     )
     return add_version(
         session,

@@ -84,6 +84,9 @@ class Prediction(BaseModel):
     expected_error_pct: float | None = None
     unvalidated_ms: float = 0.0
     # The version's own network-level validation: MAPE (%) over the device's benchmark networks
-    # (worker.fitting.validate_on_networks) and how many; None and 0 before any benchmark.
+    # (worker.fitting.validate_on_networks), how many, and the share (%) of them whose error was
+    # within their own error band (the band's calibration on this device); None and 0 before any
+    # benchmark, and no share for versions fitted before it was kept.
     validation_mape_pct: float | None = None
     validation_networks: int = 0
+    validation_within_band_pct: float | None = None

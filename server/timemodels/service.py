@@ -205,6 +205,7 @@ def predict_upload(session: Session, device_id: int, content: bytes) -> Predicti
         unvalidated_ms=band.unvalidated_ms,
         validation_mape_pct=validation.get("mape_pct"),
         validation_networks=int(validation.get("count") or 0),
+        validation_within_band_pct=validation.get("within_band_pct"),
     )
 
 
