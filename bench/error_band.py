@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bench import write_results
 from bench.runs import RESULTS_DIR, distinct_documents
-from models.timemodel import error_band
+from models.timemodel import error_band, within_band_pct
 
 # How many bands wide the looser coverage column is.
 WIDE_BAND_FACTOR = 2.0
@@ -58,16 +58,13 @@ def network_rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
 def coverage(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The band's coverage over ``rows`` (:func:`network_rows`)."""
     bands = [r["expected_error_pct"] for r in rows]
-    errors = [abs(r["error_pct"]) for r in rows]
-    pairs = list(zip(errors, bands, strict=True))
+    errors = [r["error_pct"] for r in rows]
     return {
         "networks": len(rows),
         "median_band_pct": statistics.median(bands),
-        "mape_pct": statistics.fmean(errors),
-        "within_band_pct": 100.0 * sum(e <= b for e, b in pairs) / len(pairs),
-        "within_wide_band_pct": 100.0
-        * sum(e <= WIDE_BAND_FACTOR * b for e, b in pairs)
-        / len(pairs),
+        "mape_pct": statistics.fmean(abs(e) for e in errors),
+        "within_band_pct": within_band_pct(errors, bands),
+        "within_wide_band_pct": within_band_pct(errors, bands, WIDE_BAND_FACTOR),
     }
 
 

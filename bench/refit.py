@@ -82,12 +82,12 @@ def load_labels(samples: Sequence[Mapping[str, Any]], how: str) -> tuple[list[JS
         label = {"fastest": min(medians), "first": medians[0], "mean": sum(medians) / len(medians)}[
             how
         ]
-        out.append(relabelled(sample, label))
+        out.append(with_label(sample, label))
         changed += 1
     return out, changed
 
 
-def relabelled(sample: Mapping[str, Any], label_ms: float) -> JSON:
+def with_label(sample: Mapping[str, Any], label_ms: float) -> JSON:
     """A copy of ``sample`` whose label (``latency.median_ms`` and any flat ``median_ms``, what
     :func:`models.timemodel.sample_latency_ms` reads) is ``label_ms``."""
     copy_ = copy.deepcopy(dict(sample))
@@ -117,7 +117,7 @@ def p10_labels(samples: Sequence[Mapping[str, Any]]) -> tuple[list[JSON], int]:
         if p10 is None:
             out.append(dict(sample))
             continue
-        out.append(relabelled(sample, float(p10)))
+        out.append(with_label(sample, float(p10)))
         changed += 1
     return out, changed
 

@@ -719,6 +719,17 @@ def error_band(
     return ErrorBand(expected, unvalidated_ms)
 
 
+def within_band_pct(
+    errors_pct: Sequence[float], bands_pct: Sequence[float], factor: float = 1.0
+) -> float | None:
+    """The share (%) of networks whose absolute error is within ``factor`` times their
+    :class:`ErrorBand` (pairs of ``errors_pct`` and ``bands_pct``); None without any network."""
+    if not errors_pct:
+        return None
+    pairs = zip(errors_pct, bands_pct, strict=True)
+    return 100.0 * sum(abs(e) <= factor * b for e, b in pairs) / len(errors_pct)
+
+
 class DeviceTimeModel:
     """Execution-time model of one (device, execution config): trees per op type + overhead.
 

@@ -29,6 +29,7 @@ from models.timemodel import (
     fit_device_model,
     quiet_samples,
     speed_at,
+    within_band_pct,
 )
 from server.jobs.planning import CHAIN_OP_TYPE, split_adaptive_budget, with_probe_layers
 from server.jobs.repository import network_jobs_with_results
@@ -105,16 +106,13 @@ def validate_on_networks(
         items.append(item)
     mape_pct = float(np.mean([i["error_pct"] for i in items])) if items else None
     banded = [i for i in items if i.get("expected_error_pct") is not None]
-    within_band_pct = (
-        100.0 * float(np.mean([i["error_pct"] <= i["expected_error_pct"] for i in banded]))
-        if banded
-        else None
-    )
     return {
         "items": items,
         "mape_pct": mape_pct,
         "count": len(items),
-        "within_band_pct": within_band_pct,
+        "within_band_pct": within_band_pct(
+            [i["error_pct"] for i in banded], [i["expected_error_pct"] for i in banded]
+        ),
     }
 
 
