@@ -94,16 +94,26 @@ def print_table(rows: Sequence[Mapping[str, Any]]) -> None:
     console.print(table)
 
 
-def dump_samples(path: Path, device: int) -> int:
-    """Write the device's stored samples (from the farm of ``FDIOT_HOME``) to ``path``."""
-    from bench.accuracy import fetch_samples
+def dump_samples(path: Path, device: int, campaign: int | None = None) -> int:
+    """Write the device's stored samples (from the farm of ``FDIOT_HOME``) to ``path``; with
+    ``campaign``, only the samples that campaign's jobs measured (a home that profiled a device
+    twice holds both campaigns; the fit worker pools them)."""
+    from bench.accuracy import fetch_samples, query_rows
     from fdiot.settings import get_settings
     from fdiot.stack import ensure_stack
 
     ensure_stack(get_settings())
     samples = fetch_samples(device)
+    if campaign is not None:
+        rows = query_rows("SELECT id FROM jobs WHERE campaign_id = %s", (campaign,))
+        samples = of_jobs(samples, {int(row["id"]) for row in rows})
     write_json(path, samples)
     return len(samples)
+
+
+def of_jobs(samples: Sequence[Mapping[str, Any]], job_ids: set[int]) -> list[Mapping[str, Any]]:
+    """The samples measured by one of ``job_ids``."""
+    return [s for s in samples if s.get("job_id") in job_ids]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -111,6 +121,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=Path, nargs="*", default=[], help="campaign dumps")
     parser.add_argument("--dump", type=Path, help="write FDIOT_HOME's samples here and stop")
     parser.add_argument("--device", type=int, default=1, help="device id to dump")
+    parser.add_argument("--campaign", type=int, help="dump only this campaign's samples")
     parser.add_argument("--op-types", nargs="+", default=["depthwise_conv2d"])
     parser.add_argument("--cv", type=int, default=5, help="folds of the CV")
     parser.add_argument("--repeats", type=int, default=2, help="CV splits, averaged")
@@ -124,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dump is not None:
-        count = dump_samples(args.dump, args.device)
+        count = dump_samples(args.dump, args.device, args.campaign)
         console.print(f"wrote {count} samples to {args.dump}")
         return 0
     campaigns = [(str(p), read_json(p)) for p in args.samples]

@@ -23,6 +23,11 @@ locally. Three variants of the network terms are scored, each against the run's 
 It answers "what did this term do on this campaign", from the campaign's own probes, without a
 second run on a host whose speed moves between runs. Prints a table and writes it as JSON.
 
+Several ``--samples`` dumps are pooled, as the fit worker pools every campaign of a device (a
+second ``fdiot profile`` adds to the first): "would this run's networks have been predicted
+better had the device been profiled twice?". Each network's speed is then taken again against
+the pooled fit's reference canary (:func:`at_reference`), which can be quieter than the run's.
+
 Predictions are made at the model's reference speed and scaled as bench.accuracy scales them: the
 fastest round by its ``speed``, and for the median round each round is carried to the reference
 speed by its own speed (``rounds_speed``). Results written before bench.accuracy stored
@@ -54,6 +59,8 @@ from models.timemodel import (
     chain_probe_times,
     fit_device_model,
     fitting_samples,
+    sample_latency_ms,
+    speed_at,
 )
 from worker.fitting import CV_FOLDS
 
@@ -147,6 +154,42 @@ def p10_networks(networks: Sequence[Mapping[str, Any]]) -> list[JSON]:
     return out
 
 
+def pooled_samples(dumps: Sequence[Sequence[Mapping[str, Any]]]) -> list[JSON]:
+    """The samples of several campaigns' dumps, in order, as the fit worker pools every sample of
+    a device. A sample found twice (same op type, configuration and label: two dumps of one
+    campaign, or a dump of a home that already holds another) raises ValueError."""
+    seen: set[str] = set()
+    out: list[JSON] = []
+    for dump in dumps:
+        for sample in dump:
+            key = json.dumps(
+                [sample["op_type"], sample.get("config"), sample_latency_ms(sample)],
+                sort_keys=True,
+            )
+            if key in seen:
+                raise ValueError(f"a {sample['op_type']} sample is in two dumps: {key}")
+            seen.add(key)
+            out.append(dict(sample))
+    return out
+
+
+def at_reference(networks: Sequence[Mapping[str, Any]], reference_canary_ms: float) -> list[JSON]:
+    """The networks with each round's speed taken again against ``reference_canary_ms`` (the
+    refit's, which is the quietest canary of its samples: pooled campaigns can have a quieter
+    one than the run's model had). A network without its measured speed state keeps its speeds."""
+    out: list[JSON] = []
+    for network in networks:
+        copy_ = copy.deepcopy(dict(network))
+        measurement = network.get("measurement") or {}
+        if measurement.get("state_canary_ms"):
+            copy_["speed"] = speed_at(measurement, reference_canary_ms)
+            rounds = network.get("rounds_measurement") or []
+            if rounds and all((m or {}).get("state_canary_ms") for m in rounds):
+                copy_["rounds_speed"] = [speed_at(m, reference_canary_ms) for m in rounds]
+        out.append(copy_)
+    return out
+
+
 def cv_by_op_type(metrics: Mapping[str, Any]) -> JSON:
     """``{op_type: {"cv_mape", "samples"}}`` of a fit's metrics."""
     return {
@@ -181,6 +224,7 @@ def variant_models(
         "extra_one_pass": one_pass,
         "no_extra": None,
         "cv_by_op_type": cv_by_op_type(metrics),
+        "reference_canary_ms": metrics.get("reference_canary_ms"),
     }
     return models, curves
 
@@ -326,7 +370,14 @@ def _ratio_or_none(text: str) -> float | None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=Path, required=True, help="a pooled_cv --dump file")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="pooled_cv --dump files; several are pooled, as the fit worker pools a device's "
+        "campaigns",
+    )
     parser.add_argument("--results", type=Path, required=True, help="the run's accuracy JSON")
     parser.add_argument(
         "--cv", type=int, default=CV_FOLDS, help="folds of the fit's CV (the fit worker's)"
@@ -369,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.label == "p10" and args.load_label != "stored":
         raise SystemExit("--label p10 relabels the stored samples: leave --load-label stored")
     smoothing = use_smoothing(args.smoothing)
-    samples = read_json(args.samples)
+    samples = pooled_samples([read_json(path) for path in args.samples])
     samples, relabelled = load_labels(samples, args.load_label)
     if relabelled:
         Console().print(f"labelled by their {args.load_label} load(s): {relabelled} samples")
@@ -385,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples, cv=args.cv, seed=args.seed, max_canary_ratio=args.max_canary_ratio
     )
     cv = curves.pop("cv_by_op_type")
+    reference_canary_ms = curves.pop("reference_canary_ms")
+    if reference_canary_ms:
+        networks = at_reference(networks, float(reference_canary_ms))
     Console().print(
         "CV MAPE: "
         + ", ".join(
@@ -398,9 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_results(
         args.out,
         {
-            "samples_file": str(args.samples),
+            "samples_files": [str(path) for path in args.samples],
             "results_file": str(args.results),
             "samples": len(samples),
+            "reference_canary_ms": reference_canary_ms,
             "load_label": args.load_label,
             "label": args.label,
             "relabelled": relabelled,

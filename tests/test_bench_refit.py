@@ -184,3 +184,36 @@ def test_p10_labels_and_networks_take_the_10th_percentile():
     assert refit.parse_args(["--samples", "s", "--results", "r", "--label", "p10"]).label == "p10"
     with pytest.raises(SystemExit, match="--load-label stored"):
         refit.main(["--samples", "s", "--results", "r", "--label", "p10", "--load-label", "first"])
+
+
+def test_pooled_samples_join_campaigns_and_refuse_a_sample_twice():
+    first = [{"op_type": "add", "config": {"n": 1}, "latency": {"median_ms": 1.0}}]
+    second = [{"op_type": "add", "config": {"n": 1}, "latency": {"median_ms": 1.1}}]
+    pooled = refit.pooled_samples([first, second])
+    assert [s["latency"]["median_ms"] for s in pooled] == [1.0, 1.1]
+    with pytest.raises(ValueError, match="two dumps"):
+        refit.pooled_samples([first, [*second, *first]])
+    args = refit.parse_args(["--samples", "a.json", "b.json", "--results", "r.json"])
+    assert [str(p) for p in args.samples] == ["a.json", "b.json"]
+
+
+def test_at_reference_takes_each_rounds_speed_against_the_refits_reference():
+    networks = [
+        {"name": "a", "speed": 1.1, "rounds_speed": [1.1, 1.3],
+         "measurement": {"state_canary_ms": 0.22},
+         "rounds_measurement": [{"state_canary_ms": 0.22}, {"state_canary_ms": 0.26}]},
+        {"name": "b", "speed": 1.2, "measurement": {}},  # no speed state: kept
+    ]  # fmt: skip
+    a, b = refit.at_reference(networks, reference_canary_ms=0.2)
+    assert a["speed"] == pytest.approx(1.1) and a["rounds_speed"] == pytest.approx([1.1, 1.3])
+    a, b = refit.at_reference(networks, reference_canary_ms=0.1)  # a quieter pooled reference
+    assert a["speed"] == pytest.approx(2.2) and a["rounds_speed"] == pytest.approx([2.2, 2.6])
+    assert b["speed"] == 1.2 and networks[0]["speed"] == 1.1  # copies
+
+
+def test_variant_curves_carry_the_fits_reference_canary(campaign):
+    timed = [{**s, "environment": {"quiet": True, "canary_ms": 0.2 + 0.001 * (i % 7)}}
+             for i, s in enumerate(campaign)]  # fmt: skip
+    _, curves = refit.variant_models(timed, cv=2, seed=0)
+    _, metrics = fit_device_model(timed, cv=2, seed=0)
+    assert curves["reference_canary_ms"] == metrics["reference_canary_ms"] is not None
