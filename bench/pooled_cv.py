@@ -111,7 +111,7 @@ def dump_samples(path: Path, device: int, campaign: int | None = None) -> int:
     return len(samples)
 
 
-def of_jobs(samples: Sequence[Mapping[str, Any]], job_ids: set[int]) -> list[Mapping[str, Any]]:
+def of_jobs(samples: Sequence[JSON], job_ids: set[int]) -> list[JSON]:
     """The samples measured by one of ``job_ids``."""
     return [s for s in samples if s.get("job_id") in job_ids]
 

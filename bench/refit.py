@@ -59,7 +59,6 @@ from models.timemodel import (
     chain_probe_times,
     fit_device_model,
     fitting_samples,
-    sample_latency_ms,
     speed_at,
 )
 from worker.fitting import CV_FOLDS
@@ -156,20 +155,18 @@ def p10_networks(networks: Sequence[Mapping[str, Any]]) -> list[JSON]:
 
 def pooled_samples(dumps: Sequence[Sequence[Mapping[str, Any]]]) -> list[JSON]:
     """The samples of several campaigns' dumps, in order, as the fit worker pools every sample of
-    a device. A sample found twice (same op type, configuration and label: two dumps of one
-    campaign, or a dump of a home that already holds another) raises ValueError."""
-    seen: set[str] = set()
+    a device. A sample whose every stored field (job, index, label, environment) is also in an
+    earlier dump (two dumps of one campaign, or of a home that holds the other's campaign too)
+    raises ValueError."""
+    earlier: set[str] = set()
     out: list[JSON] = []
     for dump in dumps:
-        for sample in dump:
-            key = json.dumps(
-                [sample["op_type"], sample.get("config"), sample_latency_ms(sample)],
-                sort_keys=True,
-            )
-            if key in seen:
-                raise ValueError(f"a {sample['op_type']} sample is in two dumps: {key}")
-            seen.add(key)
+        keys = [json.dumps(sample, sort_keys=True, default=str) for sample in dump]
+        for key, sample in zip(keys, dump, strict=True):
+            if key in earlier:
+                raise ValueError(f"a {sample['op_type']} sample is in two dumps: {key[:200]}")
             out.append(dict(sample))
+        earlier.update(keys)
     return out
 
 
@@ -204,7 +201,7 @@ def variant_models(
     cv: int,
     seed: int,
     max_canary_ratio: float | None = DEFAULT_MAX_CANARY_RATIO,
-) -> tuple[dict[str, DeviceTimeModel], dict[str, JSON]]:
+) -> tuple[dict[str, DeviceTimeModel], dict[str, Any]]:
     """The fitted model and its two variants (:data:`VARIANTS`), with each one's extra curve and
     (under ``"cv_by_op_type"``) the fit's cross-validated MAPE per op type. ``max_canary_ratio``
     is the fitter's disturbed-sample limit (None: only the agent's own flag)."""

@@ -283,6 +283,15 @@ def profile(
         ),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until it finishes.")] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start the device's samples over: fit its models on this campaign and later ones "
+            "only (the device's speed changed: a busier or quieter host, an OS update). Without "
+            "it, the samples add up.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Start a profiling campaign on a device (and optionally wait for it)."""
@@ -295,6 +304,7 @@ def profile(
             samples=count,
             seed=seed,
             max_device_minutes=minutes,
+            fresh=fresh,
         )
         if wait:
             campaign = _wait_campaign(client, campaign, quiet=json_output)
@@ -349,7 +359,8 @@ def disturbed_warning(campaign: dict[str, Any]) -> str | None:
     return (
         f"{disturbed} of {done} samples ({disturbed / done:.0%}) stayed disturbed after every "
         "attempt (slow canary or shared core) and are left out of the fit: the host was noisy. "
-        "The model is fitted on the rest; profile again when the host is quiet for a better one."
+        "The model is fitted on the rest; for a better one, profile again with --fresh when the "
+        "host is quiet (a fresh campaign is not pooled with these samples)."
     )
 
 

@@ -214,9 +214,10 @@ class FarmClient:
         samples: int | None = None,
         seed: int | None = None,
         max_device_minutes: float | None = None,
+        fresh: bool = False,
     ) -> JSON:
         """``POST /devices/{id}/campaigns`` -> the campaign (202)."""
-        body: JSON = {}
+        body: JSON = {"fresh": True} if fresh else {}
         if max_device_minutes is not None:
             body["max_device_minutes"] = max_device_minutes
         if op_types:

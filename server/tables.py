@@ -97,6 +97,11 @@ class Campaign(Base):
     # Device-time budget (s of measuring, the sum of the samples' environment.measure_s); None:
     # no limit. Once spent, the campaign's queued jobs are skipped (done, result.skipped).
     max_device_s: Mapped[float | None] = mapped_column(Double)
+    # A fresh campaign starts the device's samples over: the fit worker fits on the samples of
+    # the latest fresh campaign and the campaigns after it (server.samples.repository.fit_scope),
+    # for a device whose speed changed (a busier or quieter host, an OS update). The older
+    # samples stay stored.
+    fresh: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

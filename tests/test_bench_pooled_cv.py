@@ -68,7 +68,7 @@ def test_needs_samples_or_a_dump() -> None:
 
 
 def test_a_dump_can_keep_one_campaigns_samples() -> None:
-    samples = [{"job_id": 1, "op_type": DW}, {"job_id": 2, "op_type": DW}, {"op_type": DW}]
+    samples: list[dict[str, Any]] = [{"job_id": 1}, {"job_id": 2}, {"op_type": DW}]
     assert pooled_cv.of_jobs(samples, {2, 3}) == [samples[1]]
     assert pooled_cv.parse_args(["--dump", "c.json", "--campaign", "2"]).campaign == 2
     assert pooled_cv.parse_args(["--dump", "c.json"]).campaign is None

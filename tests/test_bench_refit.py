@@ -193,6 +193,8 @@ def test_pooled_samples_join_campaigns_and_refuse_a_sample_twice():
     assert [s["latency"]["median_ms"] for s in pooled] == [1.0, 1.1]
     with pytest.raises(ValueError, match="two dumps"):
         refit.pooled_samples([first, [*second, *first]])
+    # Within one dump, equal samples are the campaign's own (invoke overheads of equal label).
+    assert len(refit.pooled_samples([[*first, *first], second])) == 3
     args = refit.parse_args(["--samples", "a.json", "b.json", "--results", "r.json"])
     assert [str(p) for p in args.samples] == ["a.json", "b.json"]
 

@@ -19,6 +19,7 @@ from tests.helpers import (
     device_body,
     make_token,
     post_campaign,
+    run_jobs_synthetically,
     synthetic_sample,
 )
 
@@ -485,3 +486,46 @@ def test_models_are_404_before_the_first_fit(
     assert client.post("/models/987654321/fit", headers=headers).status_code == 404
     no_samples = client.post(f"/models/{device['id']}/fit", headers=headers)
     assert no_samples.status_code == 409 and "no samples" in no_samples.text
+
+
+def test_a_fresh_campaign_starts_the_devices_fit_samples_over(
+    client: TestClient, client_token: str, agent_token: str, device: dict[str, Any]
+) -> None:
+    from server.db import get_sessionmaker
+    from server.samples.repository import count_device_samples, device_samples, fit_start_campaign
+
+    old = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=6, seed=1)
+    run_jobs_synthetically(client, agent_token, old["job_ids"])
+    rejected = client.post(
+        f"/devices/{device['id']}/campaigns", json={"fresh": "maybe"}, headers=auth(client_token)
+    )
+    assert rejected.status_code == 422 and "fresh" in rejected.text
+    fresh = post_campaign(
+        client, client_token, device["id"], op_types=["add"], samples=4, seed=2, fresh=True
+    )
+    assert fresh["fresh"] is True and old["fresh"] is False
+    with get_sessionmaker()() as session:
+        assert fit_start_campaign(session, device["id"]) == fresh["id"]
+        assert count_device_samples(session, device["id"]) == 0  # until the fresh one measures
+    fresh_count = run_jobs_synthetically(client, agent_token, fresh["job_ids"])
+    # A later campaign without --fresh adds to the fresh one's samples.
+    later = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=3, seed=3)
+    later_count = run_jobs_synthetically(client, agent_token, later["job_ids"])
+    with get_sessionmaker()() as session:
+        samples = device_samples(session, device["id"])
+        assert {s.job_id for s in samples} == {*fresh["job_ids"], *later["job_ids"]}
+        assert len(samples) == count_device_samples(session, device["id"])
+        assert len(samples) == fresh_count + later_count
+        relu = device_samples(session, device["id"], "relu")
+        assert relu and {s.job_id for s in relu} <= set(later["job_ids"])
+
+
+def test_a_version_counts_as_fitted_only_from_the_same_fresh_campaign() -> None:
+    from server.tables import ModelVersion
+    from server.timemodels.repository import FIT_START_METRIC, fitted_sample_count
+
+    before = ModelVersion(sample_count=500, metrics={})  # fitted before fresh campaigns existed
+    assert fitted_sample_count(before, None) == 500
+    assert fitted_sample_count(before, 7) == 0  # campaign 7 started the samples over
+    after = ModelVersion(sample_count=40, metrics={FIT_START_METRIC: 7})
+    assert fitted_sample_count(after, 7) == 40 and fitted_sample_count(None, 7) == 0

@@ -33,9 +33,14 @@ from models.timemodel import (
 )
 from server.jobs.planning import CHAIN_OP_TYPE, split_adaptive_budget, with_probe_layers
 from server.jobs.repository import network_jobs_with_results
-from server.samples.repository import device_samples, sample_as_dict
+from server.samples.repository import device_samples, fit_start_campaign, sample_as_dict
 from server.tables import Campaign, Job, ModelVersion
-from server.timemodels.repository import add_version, latest_version
+from server.timemodels.repository import (
+    FIT_START_METRIC,
+    add_version,
+    fitted_sample_count,
+    latest_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +122,12 @@ def validate_on_networks(
 
 
 def fit_device(session: Session, device_id: int, *, force: bool = False) -> ModelVersion | None:
-    """Fit a new model version from all the device's samples; None when there is nothing new
-    (``force`` fits anyway, if there is any sample)."""
-    samples = device_samples(session, device_id)
-    latest = latest_version(session, device_id)
-    unchanged = latest is not None and latest.sample_count == len(samples)
+    """Fit a new model version from the device's samples (all of them, or those from its latest
+    fresh campaign on); None when there is nothing new (``force`` fits anyway, if there is any
+    sample). The version's metrics record that campaign (``fit_start_campaign``)."""
+    samples = device_samples(session, device_id)  # from the latest fresh campaign, if any
+    start = fit_start_campaign(session, device_id)
+    unchanged = fitted_sample_count(latest_version(session, device_id), start) == len(samples)
     if not samples or (unchanged and not force):
         return None
     # The agents' canary limit, applied again against the device's quietest canary of all samples.
@@ -131,6 +137,7 @@ def fit_device(session: Session, device_id: int, *, force: bool = False) -> Mode
         max_canary_ratio=get_settings().max_canary_ratio,
     )
     all_metrics = dict(metrics)
+    all_metrics[FIT_START_METRIC] = start
     all_metrics["networks"] = validate_on_networks(
         model,
         network_jobs_with_results(session, device_id),

@@ -24,6 +24,7 @@ def add_campaign(
     seed: int,
     adaptive_samples: int = 0,
     max_device_s: float | None = None,
+    fresh: bool = False,
 ) -> Campaign:
     campaign = Campaign(
         device_id=device_id,
@@ -33,6 +34,7 @@ def add_campaign(
         seed=seed,
         adaptive_samples=adaptive_samples,
         max_device_s=max_device_s,
+        fresh=fresh,
         status="running",
     )
     session.add(campaign)

@@ -35,6 +35,9 @@ class CampaignCreate(BaseModel):
     # Device-time budget in minutes of measuring; default FDIOT_DEFAULT_CAMPAIGN_DEVICE_MINUTES,
     # 0: no limit. Once spent, the campaign's remaining jobs are skipped and it finishes.
     max_device_minutes: float | None = Field(default=None, ge=0)
+    # Start the device's samples over: its models are fitted on this campaign's samples and
+    # later ones only (the older ones stay stored). For a device whose speed changed.
+    fresh: bool = False
 
     @field_validator("op_types")
     @classmethod
@@ -90,6 +93,8 @@ class CampaignRead(BaseModel):
     max_device_minutes: float | None
     device_minutes: float
     jobs_skipped: int
+    # Whether this campaign started the device's samples over (see CampaignCreate.fresh).
+    fresh: bool
     created_at: datetime
     finished_at: datetime | None
 

@@ -89,6 +89,7 @@ def create_campaign(
         seed=seed,
         adaptive_samples=adaptive,
         max_device_s=minutes * 60.0 if minutes > 0 else None,
+        fresh=body.fresh,
     )
     for configs in plan.jobs:
         job = repository.add_job(
@@ -121,6 +122,7 @@ def campaign_read(session: Session, campaign: Campaign) -> CampaignRead:
         ),
         device_minutes=progress.device_s / 60.0,
         jobs_skipped=progress.jobs_skipped,
+        fresh=campaign.fresh,
         created_at=campaign.created_at,
         finished_at=campaign.finished_at,
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from server.tables import Sample
+from server.tables import Campaign, Job, Sample
 
 
 def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> int:
@@ -31,15 +31,35 @@ def done_indices(session: Session, job_id: int) -> list[int]:
     )
 
 
-def count_device_samples(session: Session, device_id: int) -> int:
-    return int(
-        session.scalar(select(func.count(Sample.id)).where(Sample.device_id == device_id)) or 0
+def fit_start_campaign(session: Session, device_id: int) -> int | None:
+    """The device's latest fresh campaign (``Campaign.fresh``): its models are fitted on that
+    campaign's samples and later ones. None: on all the device's samples."""
+    return session.scalar(
+        select(func.max(Campaign.id)).where(Campaign.device_id == device_id, Campaign.fresh)
     )
 
 
+def fit_scope(statement: Select[Any], device_id: int, start_campaign: int | None) -> Select[Any]:
+    """``statement`` on Sample restricted to the device's samples that its models are fitted on:
+    all of them, or (from ``start_campaign`` on) those of that campaign's jobs and later
+    campaigns'. Samples of jobs outside any campaign are then left out too."""
+    statement = statement.where(Sample.device_id == device_id)
+    if start_campaign is None:
+        return statement
+    return statement.join(Job, Job.id == Sample.job_id).where(Job.campaign_id >= start_campaign)
+
+
+def count_device_samples(session: Session, device_id: int) -> int:
+    """The device's samples its models are fitted on (:func:`fit_scope`)."""
+    start = fit_start_campaign(session, device_id)
+    return int(session.scalar(fit_scope(select(func.count(Sample.id)), device_id, start)) or 0)
+
+
 def device_samples(session: Session, device_id: int, op_type: str | None = None) -> list[Sample]:
-    """A device's samples (of one op type if given), oldest first."""
-    statement = select(Sample).where(Sample.device_id == device_id)
+    """The device's samples its models are fitted on (of one op type if given; all of them
+    unless a fresh campaign started them over, :func:`fit_scope`), oldest first."""
+    start = fit_start_campaign(session, device_id)
+    statement = fit_scope(select(Sample), device_id, start)
     if op_type is not None:
         statement = statement.where(Sample.op_type == op_type)
     return list(session.scalars(statement.order_by(Sample.id)))

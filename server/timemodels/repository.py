@@ -20,6 +20,19 @@ def latest_version(session: Session, device_id: int) -> ModelVersion | None:
     ).one_or_none()
 
 
+# The metric under which a version records the fresh campaign its samples start from
+# (server.samples.repository.fit_start_campaign; absent or None: all the device's samples).
+FIT_START_METRIC = "fit_start_campaign"
+
+
+def fitted_sample_count(version: ModelVersion | None, start_campaign: int | None) -> int:
+    """How many of the device's samples in the current fit scope ``version`` was fitted on: its
+    ``sample_count`` if it was fitted from the same fresh campaign, else none of them."""
+    if version is None or (version.metrics or {}).get(FIT_START_METRIC) != start_campaign:
+        return 0
+    return version.sample_count
+
+
 def list_versions(session: Session, device_id: int) -> list[ModelVersion]:
     return list(
         session.scalars(

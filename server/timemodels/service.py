@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 def new_samples_since_last_fit(session: Session, device_id: int) -> int:
     """Op samples stored for the device beyond those its latest model version was fitted on."""
-    latest = repository.latest_version(session, device_id)
-    fitted = latest.sample_count if latest is not None else 0
+    start = samples_repository.fit_start_campaign(session, device_id)
+    fitted = repository.fitted_sample_count(repository.latest_version(session, device_id), start)
     return samples_repository.count_device_samples(session, device_id) - fitted
 
 
