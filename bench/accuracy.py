@@ -676,20 +676,33 @@ def query_rows(query: str, params: Sequence[Any] = ()) -> list[JSON]:
         return [dict(row) for row in conn.execute(query, tuple(params)).fetchall()]
 
 
-def fetch_samples(device_id: int, limit: int | None = None) -> list[JSON]:
+def fetch_samples(
+    device_id: int, limit: int | None = None, *, fit_scope: bool = True
+) -> list[JSON]:
     """A device's op samples, oldest first, read from PostgreSQL (the API has no listing route).
 
+    ``fit_scope``: only those its models are fitted on, from its latest fresh campaign on (as
+    ``server.samples.repository.fit_scope``; all of them without one); False: every sample.
     ``limit`` keeps the first ``limit`` samples: a model version fitted on ``sample_count``
     samples was fitted on exactly these (the fitter reads them ordered by id).
     """
+    start = None
+    if fit_scope:
+        start = query_rows(
+            "SELECT max(id) AS id FROM campaigns WHERE device_id = %s AND fresh", (device_id,)
+        )[0]["id"]
     query = (
         "SELECT index, job_id, op_type, config, features, median_ms, p10_ms, p90_ms, std_ms, "
-        "runs, environment FROM samples WHERE device_id = %s ORDER BY id"
+        "runs, environment FROM samples WHERE device_id = %s"
     )
     params: tuple[Any, ...] = (device_id,)
+    if start is not None:
+        query += " AND job_id IN (SELECT id FROM jobs WHERE campaign_id >= %s)"
+        params = (*params, start)
+    query += " ORDER BY id"
     if limit is not None:
         query += " LIMIT %s"
-        params = (device_id, limit)
+        params = (*params, limit)
     samples = []
     for row in query_rows(query, params):
         latency = {k: row[k] for k in ("median_ms", "p10_ms", "p90_ms", "std_ms", "runs")}
@@ -747,7 +760,11 @@ def run_online(args: argparse.Namespace, names: Sequence[str]) -> tuple[list[Net
         campaign: JSON | None = None
         if not args.skip_profile:
             campaign = client.create_campaign(
-                device_id, samples=args.samples, seed=args.seed, max_device_minutes=args.minutes
+                device_id,
+                samples=args.samples,
+                seed=args.seed,
+                max_device_minutes=args.minutes,
+                fresh=args.fresh,
             )
             console.print(
                 f"campaign {campaign['id']}: {campaign['samples_requested']} op samples requested"
@@ -1125,6 +1142,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--samples", type=int, default=None, help="op samples to profile")
     parser.add_argument("--seed", type=int, default=None, help="campaign seed")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="profile with a fresh campaign (fdiot profile --fresh): the model is fitted on it "
+        "alone, not pooled with the device's earlier samples",
+    )
     parser.add_argument(
         "--minutes",
         type=float,

@@ -103,7 +103,7 @@ def dump_samples(path: Path, device: int, campaign: int | None = None) -> int:
     from fdiot.stack import ensure_stack
 
     ensure_stack(get_settings())
-    samples = fetch_samples(device)
+    samples = fetch_samples(device, fit_scope=False)
     if campaign is not None:
         rows = query_rows("SELECT id FROM jobs WHERE campaign_id = %s", (campaign,))
         samples = of_jobs(samples, {int(row["id"]) for row in rows})

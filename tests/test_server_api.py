@@ -495,7 +495,7 @@ def test_a_fresh_campaign_starts_the_devices_fit_samples_over(
     from server.samples.repository import count_device_samples, device_samples, fit_start_campaign
 
     old = post_campaign(client, client_token, device["id"], op_types=["relu"], samples=6, seed=1)
-    run_jobs_synthetically(client, agent_token, old["job_ids"])
+    old_count = run_jobs_synthetically(client, agent_token, old["job_ids"])
     rejected = client.post(
         f"/devices/{device['id']}/campaigns", json={"fresh": "maybe"}, headers=auth(client_token)
     )
@@ -518,6 +518,12 @@ def test_a_fresh_campaign_starts_the_devices_fit_samples_over(
         assert len(samples) == fresh_count + later_count
         relu = device_samples(session, device["id"], "relu")
         assert relu and {s.job_id for s in relu} <= set(later["job_ids"])
+    # bench.accuracy reads the same scope with its own SQL (and every sample for a dump).
+    from bench.accuracy import fetch_samples
+
+    assert [s["job_id"] for s in fetch_samples(device["id"])] == [s.job_id for s in samples]
+    everything = fetch_samples(device["id"], fit_scope=False)
+    assert len(everything) == old_count + fresh_count + later_count
 
 
 def test_a_version_counts_as_fitted_only_from_the_same_fresh_campaign() -> None:
